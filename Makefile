@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
+
+DEMO_CONFIG ?= configs/phantom/faster_rcnn_R18_FPN_phantom.yaml
+DEMO_OUTPUT ?= output/demo
+
+.PHONY: install demo test clean-venv
+
+install: $(STAMP)
+
+# Order matters: torch first (detectron2's setup.py imports it), then our package and its pinned
+# dependencies, then detectron2's Python sources (scripts/install_detectron2.sh explains why).
+$(STAMP): setup.py constraints.txt scripts/install_detectron2.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt torch torchvision
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	bash scripts/install_detectron2.sh $(PY)
+	$(PY) -c "import cxr_codet; print('cxr_codet import OK')"
+	touch $(STAMP)
+
+demo: install
+	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) OUTPUT_DIR $(DEMO_OUTPUT)
+
+test: install
+	$(PY) -m pytest -q tests
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,200 @@
+"""Every shim that lets detectron2 v0.6's Python sources run on today's stack, in one place.
+
+`pb1-detectron2==0.6` (see scripts/install_detectron2.sh) is detectron2 v0.6 without its C++ extension,
+and v0.6 predates Pillow 10, NumPy 1.24, setuptools without `pkg_resources`, and CPU support in
+`launch()`. `apply()` runs once, when `cxr_codet` is imported, before any detectron2 submodule that
+needs a shim; each shim checks first and changes nothing where the stack already provides the thing
+(a detectron2 built from source, an older Pillow, ...).
+"""
+import importlib
+import importlib.resources
+import logging
+import sys
+import types
+from datetime import timedelta
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+class MissingExtensionError(AttributeError):
+    """Raised when code reaches for an op of detectron2's C++ extension in an install without it."""
+
+
+def _has_real_c_extension() -> bool:
+    try:
+        module = importlib.import_module("detectron2._C")
+    except ImportError:
+        return False
+    return not getattr(module, "_cxr_codet_stub", False)
+
+
+def _install_c_extension_stub() -> None:
+    """Make `from detectron2 import _C` importable; using any of its ops raises a clear error.
+
+    Only rotated boxes, deformable convolution and the fast COCO evaluator use `_C`; none of them are
+    on the Faster R-CNN path, and evaluation falls back to pycocotools (see `HAS_C_EXTENSION`).
+    """
+    import detectron2
+
+    stub = types.ModuleType("detectron2._C")
+    stub._cxr_codet_stub = True
+
+    def __getattr__(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise MissingExtensionError(
+            f"detectron2._C.{name} is unavailable: this detectron2 was installed without its C++ "
+            "extension (scripts/install_detectron2.sh). Build detectron2 from source to use rotated "
+            "boxes, deformable convolution or the fast COCO evaluator."
+        )
+
+    stub.__getattr__ = __getattr__
+    sys.modules["detectron2._C"] = stub
+    detectron2._C = stub
+
+
+def _patch_pillow() -> None:
+    """Pillow 10 removed `Image.LINEAR`, which detectron2.data.transforms uses as a default argument."""
+    if not hasattr(Image, "LINEAR"):
+        Image.LINEAR = Image.BILINEAR
+
+
+def _patch_numpy() -> None:
+    """NumPy 1.24 removed the `np.int`/`np.float`/`np.str` aliases that detectron2 v0.6 still uses
+    (e.g. the class histogram in `detectron2.data.build`)."""
+    for name, value in (("int", int), ("float", float), ("str", str), ("object", object)):
+        if name not in np.__dict__:
+            setattr(np, name, value)
+
+
+def _install_pkg_resources() -> None:
+    """setuptools >= 81 no longer ships `pkg_resources`; detectron2.model_zoo imports it for
+    `resource_filename`, which `importlib.resources` provides."""
+    try:
+        importlib.import_module("pkg_resources")
+        return
+    except ImportError:
+        pass
+    module = types.ModuleType("pkg_resources")
+    module._cxr_codet_stub = True
+
+    def resource_filename(package: str, resource: str) -> str:
+        return str(importlib.resources.files(package).joinpath(resource))
+
+    module.resource_filename = resource_filename
+    sys.modules["pkg_resources"] = module
+
+
+HAS_C_EXTENSION = False
+_APPLIED = False
+
+
+def apply() -> None:
+    """Install every shim that this stack needs; idempotent."""
+    global HAS_C_EXTENSION, _APPLIED
+    if _APPLIED:
+        return
+    _patch_pillow()
+    _patch_numpy()
+    _install_pkg_resources()
+    HAS_C_EXTENSION = _has_real_c_extension()
+    if not HAS_C_EXTENSION:
+        _install_c_extension_stub()
+    _APPLIED = True
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed training on CPU.
+
+
+def launch(
+    main_func,
+    num_gpus_per_machine,
+    num_machines=1,
+    machine_rank=0,
+    dist_url=None,
+    args=(),
+    timeout=DEFAULT_TIMEOUT,
+):
+    """detectron2's `launch()`, also on machines without a GPU.
+
+    With CUDA this is detectron2's own `launch` (NCCL). Without it, v0.6's `launch` asserts CUDA, so
+    we spawn `num_gpus_per_machine` CPU processes joined by gloo and set up the same local process
+    group detectron2's `comm` expects. The argument keeps detectron2's name: on CPU it counts processes.
+    """
+    if torch.cuda.is_available():
+        from detectron2.engine import launch as d2_launch
+
+        return d2_launch(
+            main_func,
+            num_gpus_per_machine,
+            num_machines=num_machines,
+            machine_rank=machine_rank,
+            dist_url=dist_url,
+            args=args,
+            timeout=timeout,
+        )
+    world_size = num_machines * num_gpus_per_machine
+    if world_size == 1:
+        return main_func(*args)
+    if dist_url == "auto":
+        if num_machines != 1:
+            raise ValueError("dist_url=auto is only supported with --num-machines 1")
+        from detectron2.engine.launch import _find_free_port
+
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    mp.spawn(
+        _cpu_worker,
+        nprocs=num_gpus_per_machine,
+        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
+        daemon=False,
+    )
+
+
+def _cpu_worker(
+    local_rank, main_func, world_size, procs_per_machine, machine_rank, dist_url, args, timeout
+):
+    apply()  # spawned processes start from a fresh interpreter
+    from detectron2.utils import comm
+
+    global_rank = machine_rank * procs_per_machine + local_rank
+    dist.init_process_group(
+        backend="gloo", init_method=dist_url, world_size=world_size, rank=global_rank, timeout=timeout
+    )
+    if hasattr(comm, "create_local_process_group"):  # detectron2 after v0.6
+        comm.create_local_process_group(procs_per_machine)
+    else:
+        num_machines = world_size // procs_per_machine
+        for i in range(num_machines):
+            group = dist.new_group(list(range(i * procs_per_machine, (i + 1) * procs_per_machine)))
+            if i == machine_rank:
+                comm._LOCAL_PROCESS_GROUP = group
+    comm.synchronize()
+    main_func(*args)
+
+
+def create_ddp_model(model, **kwargs):
+    """Wrap `model` in DistributedDataParallel when running distributed; CPU models get no device_ids
+    (v0.6's `create_ddp_model` always passes the local rank as a CUDA device)."""
+    from detectron2.utils import comm
+    from torch.nn.parallel import DistributedDataParallel
+
+    if comm.get_world_size() == 1:
+        return model
+    if next(model.parameters()).device.type == "cuda":
+        kwargs.setdefault("device_ids", [comm.get_local_rank()])
+    kwargs.setdefault("broadcast_buffers", False)
+    return DistributedDataParallel(model, **kwargs)
+
+
+def torch_load(path, map_location="cpu"):
+    """`torch.load` for our own trusted checkpoints (torch >= 2.6 defaults to weights_only=True)."""
+    return torch.load(path, map_location=map_location, weights_only=False)

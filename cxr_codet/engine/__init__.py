@@ -1,0 +1,1 @@
+"""Training loop pieces: the trainer used by tools/train_net.py."""

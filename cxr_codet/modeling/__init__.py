@@ -1,0 +1,1 @@
+"""Meta-architectures, ROI heads, the similarity head, text encoders and side heads."""
