@@ -11,6 +11,7 @@ import importlib.resources
 import logging
 import sys
 import types
+import warnings
 from datetime import timedelta
 
 import numpy as np
@@ -46,6 +47,10 @@ def _install_c_extension_stub() -> None:
 
     stub = types.ModuleType("detectron2._C")
     stub._cxr_codet_stub = True
+    # What detectron2.utils.collect_env (called by default_setup) asks of a built extension.
+    stub.get_compiler_version = lambda: "none (installed without the C++ extension)"
+    stub.get_cuda_version = lambda: "none (installed without the C++ extension)"
+    stub.has_cuda = lambda: False
 
     def __getattr__(name):
         if name.startswith("__"):
@@ -59,6 +64,12 @@ def _install_c_extension_stub() -> None:
     stub.__getattr__ = __getattr__
     sys.modules["detectron2._C"] = stub
     detectron2._C = stub
+
+
+def _silence_torchscript_deprecation() -> None:
+    """torch >= 2.10 warns on every `torch.jit.script` call, which v0.6 makes at import time for a
+    handful of box utilities; the warning says nothing actionable to our users."""
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 
 def _patch_pillow() -> None:
@@ -102,6 +113,7 @@ def apply() -> None:
     global HAS_C_EXTENSION, _APPLIED
     if _APPLIED:
         return
+    _silence_torchscript_deprecation()
     _patch_pillow()
     _patch_numpy()
     _install_pkg_resources()

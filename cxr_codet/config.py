@@ -9,8 +9,12 @@ from detectron2.config import CfgNode as CN
 def add_cxr_codet_config(cfg):
     """Declare cxr-codet's keys on `cfg` (in place) with their defaults."""
     _add_input_and_data_config(cfg)
+    _add_sampler_config(cfg)
     _add_evaluation_config(cfg)
     _add_solver_config(cfg)
+    _add_text_encoder_config(cfg)
+    _add_cxr_codet_model_config(cfg)
+    _add_side_heads_config(cfg)
 
 
 def _add_input_and_data_config(cfg):
@@ -20,17 +24,146 @@ def _add_input_and_data_config(cfg):
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
 
 
+def _add_sampler_config(cfg):
+    # Images per concept group (1 query + G-1 supports) for SAMPLER_TRAIN "ConceptGroupSampler"; must be >= 2.
+    cfg.DATALOADER.CONCEPT_GROUP_SIZE = 2
+    # How a group's finding is drawn: "uniform" over findings present, or "frequency" (images ** POWER).
+    cfg.DATALOADER.CONCEPT_SAMPLING = "uniform"
+    # Exponent on a finding's image count for CONCEPT_SAMPLING "frequency" (1: proportional, 0.5: sqrt).
+    cfg.DATALOADER.CONCEPT_FREQUENCY_POWER = 0.5
+    # "No finding" images (concept_id -1, box loss only) per process batch, counted in IMS_PER_BATCH.
+    cfg.DATALOADER.NO_FINDING_PER_BATCH = 0
+
+
 def _add_evaluation_config(cfg):
     # COCO size buckets: "absolute" (COCO's 32^2 / 96^2 pixel areas) or "relative" (fractions of image area).
     cfg.TEST.SIZE_BUCKETS = "absolute"
     # Upper bounds of the small and medium buckets as fractions of image area, for SIZE_BUCKETS "relative".
     cfg.TEST.RELATIVE_AREA_RANGES = [0.01, 0.1]
-    # Write a bar chart of per-class AP50 next to eval_results.json.
+    # Write per_class_ap50_<dataset>.png (bar chart of per-class AP50) into the evaluator's output folder.
     cfg.TEST.PLOT_PER_CLASS_AP = True
+
+
+def _add_text_encoder_config(cfg):
+    cfg.MODEL.TEXT_ENCODER = CN()
+    # Frozen text encoder backend: "sentence_transformers" (offline MiniLM), "open_clip", "transformers", "precomputed".
+    cfg.MODEL.TEXT_ENCODER.BACKEND = "sentence_transformers"
+    # Model name, hub id ("hf-hub:..." for open_clip) or local directory; "" = the backend's default.
+    cfg.MODEL.TEXT_ENCODER.NAME = ""
+    # open_clip only: pretrained tag ("openai") or checkpoint file for a built-in architecture NAME ("ViT-B-32").
+    cfg.MODEL.TEXT_ENCODER.PRETRAINED = ""
+    # transformers only: sentence pooling of the last hidden layer, "mean" (non-padding tokens) or "cls".
+    cfg.MODEL.TEXT_ENCODER.POOLING = "mean"
+    # transformers only: token limit per text; 0 = the model's own limit (AFLoc uses 97).
+    cfg.MODEL.TEXT_ENCODER.MAX_LENGTH = 0
+    # Template for "unelaborate" class phrases ("{}" = the phrase); elaborate descriptions are used as written.
+    cfg.MODEL.TEXT_ENCODER.PROMPT_TEMPLATE = "a chest x-ray showing {}."
+    # Class texts: "elaborate" (multi-sentence descriptions, sentence embeddings averaged) or "unelaborate".
+    cfg.MODEL.TEXT_ENCODER.DESCRIPTIONS = "elaborate"
+    # C x D .npy/.pt class embeddings used instead of the encoder; "" = encode class texts at model build time.
+    cfg.MODEL.TEXT_ENCODER.CLASS_EMBEDDINGS_PATH = ""
+    # Texts per encoder forward pass.
+    cfg.MODEL.TEXT_ENCODER.BATCH_SIZE = 64
+    # Device the encoder runs on while embedding texts (results are returned on CPU).
+    cfg.MODEL.TEXT_ENCODER.DEVICE = "cpu"
+    # Folder caching class embeddings by backend, name and texts, so repeated builds skip the encoder; "" = off.
+    cfg.MODEL.TEXT_ENCODER.CACHE_DIR = ""
 
 
 def _add_solver_config(cfg):
     # Learning-rate multipliers by parameter-name substring, e.g. [["sim_mlp", 0.1]] (paper: 0.1 on the MLP).
     cfg.SOLVER.LR_MULTIPLIERS = []
-    # Stop with an error naming the iteration and losses when a loss becomes NaN or infinite.
-    cfg.SOLVER.STOP_ON_NONFINITE_LOSS = True
+    # Iterations between metric writes (console, metrics.json, TensorBoard); detectron2 hardcodes 20.
+    cfg.SOLVER.LOG_PERIOD = 20
+
+
+def _add_cxr_codet_model_config(cfg):
+    box_head = cfg.MODEL.ROI_BOX_HEAD
+    # Temperature multiplying the cosine region-text logits of the open-vocabulary classifier (CoDet: 50).
+    box_head.NORM_TEMP = 50.0
+    # Box regression as Detic/CoDet's two-layer MLP (their checkpoints load into it) instead of one Linear.
+    box_head.MLP_BBOX_PRED = False
+    # Train the co-occurrence branch (similarity in concept groups + MLP); False: box losses only.
+    box_head.CO_OCCURRENCE_ON = True
+    # Weight similarity dimensions by |text embedding| of the group's finding (mean 1); False: uniform.
+    box_head.USE_TEXT_GUIDANCE = True
+    # N: top proposals per image (by objectness) compared across a concept group; fewer are zero-padded.
+    box_head.WS_NUM_PROPS = 32
+    # Weight of the co-occurrence (prototype BCE) loss, reported as "loss_cooccurrence".
+    box_head.IMAGE_LOSS_WEIGHT = 0.1
+    # Before each test dataset, classify with its own thing_classes (test-time vocabulary).
+    cfg.MODEL.TEST_VOCABULARY_FROM_DATASET = True
+    cfg.MODEL.INIT = CN()
+    # Detector checkpoint (detectron2 .pth/.pkl, Detic or CoDet) mapped onto the model before training; "" = none.
+    cfg.MODEL.INIT.WEIGHTS = ""
+    # Which stage of a cascade checkpoint (Detic/CoDet LVIS) provides the box head and predictor.
+    cfg.MODEL.INIT.CASCADE_STAGE = 0
+    # Module-name substrings re-initialised after loading (paper, from Detic: ["roi_heads.co_occurrence"]).
+    cfg.MODEL.INIT.REINIT_MODULES = []
+
+
+def _add_side_heads_config(cfg):
+    maps = cfg.MODEL.LOCALIZATION_MAPS = CN()
+    # Prompt per finding, from the finding descriptions: "unelaborate" (PROMPT_TEMPLATE) or "elaborate" (3 sentences).
+    maps.PROMPT_GRANULARITY = "unelaborate"
+    # Template of "unelaborate" prompts, "{}" = the finding's short phrase (AFLoc drops one-word prompts).
+    maps.PROMPT_TEMPLATE = "Findings suggesting {}."
+    # Sigma, in feature-grid cells, of the Gaussian blur of a prompt's similarity map before upsampling; 0 = none.
+    maps.BLUR_SIGMA = 1.5
+    # Fraction of each image side set to NaN (left out of the metrics), as a centre crop would; padding is always NaN.
+    maps.BORDER_FRACTION = 0.0
+    # Threshold on the [-1, 1] normalised map whose connected components become the predicted boxes.
+    maps.BOX_THRESHOLD = 0.3
+    # Score of a predicted box from the raw map inside its component: "mean" or "max".
+    maps.BOX_SCORE = "mean"
+    # Predicted boxes kept per prompt and image (highest scores first).
+    maps.MAX_BOXES_PER_PROMPT = 3
+    maps.BBM = CN()
+    # Bimodal bias merging of each map: image bias = mean map of the vocabulary, text bias = the map on a blank image.
+    maps.BBM.ENABLED = False
+    # How BBM combines the map and the merged bias: "bezier" or "linear".
+    maps.BBM.MODE = "bezier"
+
+    afloc = cfg.MODEL.AFLOC = CN()
+    # Width of the joint space: image taps (1x1 convs, a linear layer) and the text projection map into it.
+    afloc.EMBED_DIM = 256
+    # Backbone outputs aligned with words (shallow map), sentences (deep map) and the report (average-pooled).
+    afloc.WORD_FEATURE = "res3"
+    afloc.SENTENCE_FEATURE = "res4"
+    afloc.GLOBAL_FEATURE = "res5"
+    # GLoRIA temperature sharpening a text unit's attention over image regions (second softmax).
+    afloc.TAU1 = 4.0
+    # GLoRIA temperature on unit-context cosines before the log-sum-exp aggregation.
+    afloc.TAU2 = 5.0
+    # GLoRIA temperature turning image-text scores (and the global cosine) into contrastive logits.
+    afloc.TAU3 = 10.0
+    # Weights of the word-level, sentence-level and report-level contrastive losses.
+    afloc.LOSS_WEIGHTS = [1.0, 1.0, 1.0]
+    # Granularities of reports composed from an image's findings (one drawn per image) when it has no "report".
+    afloc.REPORT_GRANULARITIES = ["elaborate", "unelaborate"]
+
+    grounding = cfg.MODEL.PHRASE_GROUNDING = CN()
+    # Width of the joint patch-phrase space.
+    grounding.EMBED_DIM = 128
+    # Backbone outputs projected, upsampled to the finest of them and summed into the patch features.
+    grounding.IN_FEATURES = ["res3", "res4"]
+    # Phrases of findings absent from an image, per image and iteration, trained to give an empty map.
+    grounding.NEGATIVES_PER_IMAGE = 2
+    # Granularities of the training phrases (one drawn per finding and image), as prompts are built.
+    grounding.PHRASE_GRANULARITIES = ["elaborate", "unelaborate"]
+    # Initial scale and bias of the patch-phrase cosine logits (both learned).
+    grounding.LOGIT_SCALE_INIT = 10.0
+    grounding.LOGIT_BIAS_INIT = -4.0
+
+    # Evaluator types (EVALUATOR_REGISTRY names) per test dataset, e.g. [["cxr_phantom_val", "localization", "coco"]];
+    # a dataset not listed uses its metadata evaluator_type.
+    cfg.TEST.EVALUATORS_BY_DATASET = []
+    localization = cfg.TEST.LOCALIZATION = CN()
+    # Thresholds on the [-1, 1] normalised map for IoU (and the two-class mIoU of the thresholded masks).
+    localization.THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5]
+    # Mask for the two-class mIoU: "thresholds" (mean over THRESHOLDS) or "gmm" (two-Gaussian-mixture threshold).
+    localization.TWO_CLASS_MASK = "thresholds"
+    # Bootstrap resamples for the 95% confidence intervals.
+    localization.BOOTSTRAP_SAMPLES = 1000
+    # Images whose heat-map overlays (PNG, ground-truth boxes drawn) are written to the evaluator's folder.
+    localization.NUM_OVERLAYS = 8

@@ -1,1 +1,26 @@
 """Detection and localization metrics, evaluators and plots."""
+from .coco_evaluation import EVALUATOR_REGISTRY, SIZE_BUCKETS, CXRCOCOEvaluator, build_evaluator
+from .plots import per_class_ap50_rows, plot_per_class_ap50
+from .results_io import (
+    CLASSES_WITHOUT_GT_KEY,
+    EVAL_RESULTS_FILENAME,
+    SIZE_BUCKETS_WITHOUT_GT_KEY,
+    read_eval_results,
+    with_missing_entries,
+    write_eval_results,
+)
+
+__all__ = [
+    "CLASSES_WITHOUT_GT_KEY",
+    "CXRCOCOEvaluator",
+    "EVALUATOR_REGISTRY",
+    "EVAL_RESULTS_FILENAME",
+    "SIZE_BUCKETS",
+    "SIZE_BUCKETS_WITHOUT_GT_KEY",
+    "build_evaluator",
+    "per_class_ap50_rows",
+    "plot_per_class_ap50",
+    "read_eval_results",
+    "with_missing_entries",
+    "write_eval_results",
+]

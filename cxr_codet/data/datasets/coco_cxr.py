@@ -1,0 +1,207 @@
+"""Registers any COCO-format chest X-ray dataset by name: the "train on your own data" entry point.
+
+The loader validates the file and says what is wrong and where (file, image id, annotation id):
+- missing file, unreadable JSON, missing "images"/"annotations"/"categories", a category name not in
+  `class_names`, an annotation of an unknown image or category, duplicate image or category ids, an image
+  without a positive width/height, a malformed "bbox": errors.
+- a box with w or h <= 0, or one lying more than CLIP_TOLERANCE of the image side outside it: skipped.
+  A box at most CLIP_TOLERANCE outside is clipped to the image. Both are counted and summarised in one
+  warning per load; nothing is dropped silently.
+Images without annotations ("No finding") are kept. Category ids are mapped to contiguous ids by name.
+"""
+import json
+import logging
+import math
+import os
+from collections import Counter
+from typing import Dict, List, Optional, Sequence
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+
+from ..classes import VINDR_CXR_CLASSES
+
+logger = logging.getLogger(__name__)
+
+# A box may reach this fraction of the image side beyond the border and still be clipped instead of skipped.
+CLIP_TOLERANCE = 0.02
+_SKIP_DEGENERATE = "degenerate box (w or h <= 0)"
+_SKIP_OUTSIDE = "box outside the image"
+_CLIPPED = "clipped to the image"
+_EXAMPLES_PER_REASON = 3
+
+
+def _read_coco_json(json_file: str, missing_files_hint: Optional[str]) -> dict:
+    if not os.path.isfile(json_file):
+        hint = f" {missing_files_hint}" if missing_files_hint else ""
+        raise FileNotFoundError(f"COCO annotation file {json_file} does not exist.{hint}")
+    try:
+        with open(json_file, encoding="utf-8") as f:
+            coco = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{json_file} is not valid JSON: {e}") from e
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(coco.get(key), list):
+            raise ValueError(f"{json_file}: top-level key {key!r} is missing or not a list")
+    return coco
+
+
+def _contiguous_category_ids(categories: List[dict], class_names: Sequence[str], json_file: str) -> Dict[int, int]:
+    """COCO category id -> index of its name in `class_names`."""
+    mapping = {}
+    seen_names = {}
+    for cat in categories:
+        cat_id, name = cat.get("id"), cat.get("name")
+        if name not in class_names:
+            raise ValueError(
+                f"{json_file}: category id {cat_id} has unknown name {name!r}; "
+                f"category names must be among {list(class_names)}"
+            )
+        if cat_id in mapping:
+            raise ValueError(f"{json_file}: category id {cat_id} appears more than once")
+        if name in seen_names:
+            raise ValueError(f"{json_file}: category name {name!r} is used by ids {seen_names[name]} and {cat_id}")
+        seen_names[name] = cat_id
+        mapping[cat_id] = class_names.index(name)
+    return mapping
+
+
+def _image_record(image: dict, image_root: str, json_file: str) -> dict:
+    """The detectron2 record of one COCO image entry (annotations are added later)."""
+    image_id = image.get("id")
+    for key in ("width", "height"):
+        value = image.get(key)
+        if not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{json_file}: image id {image_id} has no positive {key!r} (got {value!r})")
+    if not image.get("file_name"):
+        raise ValueError(f"{json_file}: image id {image_id} has no 'file_name'")
+    record = {
+        "file_name": os.path.join(image_root, image["file_name"]),
+        "height": int(image["height"]),
+        "width": int(image["width"]),
+        "image_id": image_id,
+        "annotations": [],
+    }
+    if "caption" in image:
+        record["caption"] = image["caption"]
+    if "captions" in image:
+        record["captions"] = dict(image["captions"])
+    return record
+
+
+def _checked_box(ann: dict, record: dict, json_file: str):
+    """(box or None, reason): the box in XYWH, clipped if slightly outside; None with the reason to skip it."""
+    bbox = ann.get("bbox")
+    if (
+        not isinstance(bbox, (list, tuple))
+        or len(bbox) != 4
+        or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
+    ):
+        raise ValueError(
+            f"{json_file}: annotation id {ann.get('id')} (image id {ann.get('image_id')}) has malformed "
+            f"'bbox' {bbox!r}; expected [x, y, w, h] numbers"
+        )
+    x, y, w, h = (float(v) for v in bbox)
+    if w <= 0 or h <= 0:
+        return None, _SKIP_DEGENERATE
+    width, height = record["width"], record["height"]
+    x0, y0, x1, y1 = x, y, x + w, y + h
+    tol_x, tol_y = CLIP_TOLERANCE * width, CLIP_TOLERANCE * height
+    if x0 < -tol_x or y0 < -tol_y or x1 > width + tol_x or y1 > height + tol_y:
+        return None, _SKIP_OUTSIDE
+    cx0, cy0, cx1, cy1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))
+    if cx1 <= cx0 or cy1 <= cy0:
+        return None, _SKIP_OUTSIDE
+    clipped = (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1)
+    return [cx0, cy0, cx1 - cx0, cy1 - cy0], (_CLIPPED if clipped else None)
+
+
+def _warn_about_boxes(json_file: str, counts: Counter, examples: Dict[str, List[str]]) -> None:
+    if not counts:
+        return
+    parts = []
+    for reason, count in sorted(counts.items()):
+        action = "clipped" if reason == _CLIPPED else "skipped"
+        parts.append(f"{action} {count} ({reason}; e.g. {', '.join(examples[reason])})")
+    logger.warning(f"{json_file}: " + "; ".join(parts))
+
+
+def load_cxr_coco_json(
+    json_file: str,
+    image_root: str,
+    class_names: Sequence[str] = VINDR_CXR_CLASSES,
+    dataset_name: Optional[str] = None,
+    missing_files_hint: Optional[str] = None,
+) -> List[dict]:
+    """Read a COCO-format CXR file into detectron2 dicts with "image_labels", "caption" and "captions".
+
+    With `dataset_name`, its metadata also gets `thing_dataset_id_to_contiguous_id` (COCOEvaluator needs it).
+    `missing_files_hint` is appended to the error raised when the file or the image folder is missing.
+    """
+    class_names = list(class_names)
+    coco = _read_coco_json(json_file, missing_files_hint)
+    if not os.path.isdir(image_root):
+        hint = f" {missing_files_hint}" if missing_files_hint else ""
+        raise FileNotFoundError(f"image folder {image_root} of {json_file} does not exist.{hint}")
+    id_map = _contiguous_category_ids(coco["categories"], class_names, json_file)
+
+    records = {}
+    for position, image in enumerate(coco["images"]):
+        if image.get("id") is None:
+            raise ValueError(f"{json_file}: image entry #{position} (file {image.get('file_name')!r}) has no 'id'")
+        record = _image_record(image, image_root, json_file)
+        if record["image_id"] in records:
+            raise ValueError(f"{json_file}: duplicate image id {record['image_id']}")
+        records[record["image_id"]] = record
+
+    counts, examples = Counter(), {}
+    for ann in coco["annotations"]:
+        record = records.get(ann.get("image_id"))
+        if record is None:
+            raise ValueError(f"{json_file}: annotation id {ann.get('id')} refers to unknown image id {ann.get('image_id')}")
+        if ann.get("category_id") not in id_map:
+            raise ValueError(
+                f"{json_file}: annotation id {ann.get('id')} (image id {ann.get('image_id')}) has unknown "
+                f"category id {ann.get('category_id')}; known ids: {sorted(id_map)}"
+            )
+        box, reason = _checked_box(ann, record, json_file)
+        if reason is not None:
+            counts[reason] += 1
+            reason_examples = examples.setdefault(reason, [])
+            if len(reason_examples) < _EXAMPLES_PER_REASON:
+                reason_examples.append(f"annotation {ann.get('id')} of image {ann.get('image_id')}")
+        if box is None:
+            continue
+        record["annotations"].append(
+            {
+                "bbox": box,
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": id_map[ann["category_id"]],
+                "iscrowd": int(ann.get("iscrowd", 0)),
+            }
+        )
+    _warn_about_boxes(json_file, counts, examples)
+
+    dataset_dicts = list(records.values())
+    for record in dataset_dicts:
+        record["image_labels"] = sorted({a["category_id"] for a in record["annotations"]})
+    if dataset_name is not None:
+        MetadataCatalog.get(dataset_name).set(thing_dataset_id_to_contiguous_id=id_map)
+    num_boxes = sum(len(r["annotations"]) for r in dataset_dicts)
+    logger.info(f"Loaded {len(dataset_dicts)} images with {num_boxes} boxes from {json_file}")
+    return dataset_dicts
+
+
+def register_cxr_coco(name: str, json_file: str, image_root: str, class_names=VINDR_CXR_CLASSES, **extra_metadata):
+    """Register dataset `name` (lazy load of `json_file`, images under `image_root`) and its metadata.
+
+    `extra_metadata` is stored on the metadata; its key `missing_files_hint` (a sentence telling users how to
+    create the files) is also appended to the error raised when the files are missing.
+    """
+    hint = extra_metadata.get("missing_files_hint")
+    DatasetCatalog.register(
+        name, lambda: load_cxr_coco_json(json_file, image_root, class_names, dataset_name=name, missing_files_hint=hint)
+    )
+    MetadataCatalog.get(name).set(
+        thing_classes=list(class_names), evaluator_type="coco", json_file=json_file, image_root=image_root, **extra_metadata
+    )

@@ -1,0 +1,87 @@
+"""SGD with per-parameter learning-rate multipliers (cfg.SOLVER.LR_MULTIPLIERS).
+
+CoDet trains the similarity MLP at 0.1x the base LR; the multipliers generalise that: each entry
+[name_substring, factor] multiplies the LR of every parameter whose full name contains the substring.
+"""
+import logging
+from collections import defaultdict
+
+import torch
+from detectron2.solver.build import maybe_add_gradient_clipping
+
+logger = logging.getLogger(__name__)
+
+_NORM_TYPES = (
+    torch.nn.BatchNorm1d,
+    torch.nn.BatchNorm2d,
+    torch.nn.SyncBatchNorm,
+    torch.nn.GroupNorm,
+    torch.nn.LayerNorm,
+    torch.nn.InstanceNorm2d,
+)
+
+
+def parse_lr_multipliers(entries):
+    """Validate cfg.SOLVER.LR_MULTIPLIERS: a list of [name_substring, positive factor] pairs."""
+    parsed = []
+    for entry in entries:
+        if len(entry) != 2 or not isinstance(entry[0], str):
+            raise ValueError(
+                f"SOLVER.LR_MULTIPLIERS entries must be [name_substring, factor]; got {entry!r}"
+            )
+        factor = float(entry[1])
+        if factor <= 0:
+            raise ValueError(f"SOLVER.LR_MULTIPLIERS factor for {entry[0]!r} must be > 0; got {factor}")
+        parsed.append((entry[0], factor))
+    return parsed
+
+
+def optimizer_param_groups(cfg, model):
+    """Parameter groups with the base LR times every matching multiplier, and norm-aware weight decay.
+
+    Raises when a multiplier matches no trainable parameter, so a misspelt name cannot go unnoticed.
+    """
+    multipliers = parse_lr_multipliers(cfg.SOLVER.LR_MULTIPLIERS)
+    hits = defaultdict(int)
+    norm_params = {
+        id(p) for m in model.modules() if isinstance(m, _NORM_TYPES) for p in m.parameters(recurse=False)
+    }
+    groups = defaultdict(list)
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr = cfg.SOLVER.BASE_LR
+        for substring, factor in multipliers:
+            if substring in name:
+                lr *= factor
+                hits[substring] += 1
+        if id(param) in norm_params:
+            weight_decay = cfg.SOLVER.WEIGHT_DECAY_NORM
+        elif name.endswith(".bias"):
+            lr *= cfg.SOLVER.BIAS_LR_FACTOR
+            weight_decay = cfg.SOLVER.WEIGHT_DECAY_BIAS
+            if weight_decay is None:  # detectron2: None means "same as WEIGHT_DECAY"
+                weight_decay = cfg.SOLVER.WEIGHT_DECAY
+        else:
+            weight_decay = cfg.SOLVER.WEIGHT_DECAY
+        groups[(lr, weight_decay)].append(param)
+    unmatched = [s for s, _ in multipliers if hits[s] == 0]
+    if unmatched:
+        raise ValueError(
+            f"SOLVER.LR_MULTIPLIERS names {unmatched} match no trainable parameter of "
+            f"{type(model).__name__}"
+        )
+    for substring, factor in multipliers:
+        logger.info("LR x%g for %d parameter tensors matching %r", factor, hits[substring], substring)
+    return [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]
+
+
+def build_optimizer(cfg, model):
+    """SGD over `optimizer_param_groups`, with detectron2's optional gradient clipping."""
+    sgd = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
+    return sgd(
+        optimizer_param_groups(cfg, model),
+        lr=cfg.SOLVER.BASE_LR,
+        momentum=cfg.SOLVER.MOMENTUM,
+        nesterov=cfg.SOLVER.NESTEROV,
+    )

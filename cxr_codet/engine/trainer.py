@@ -1,0 +1,130 @@
+"""`CXRTrainer`: detectron2's DefaultTrainer wired to cxr-codet's loaders, evaluators and optimizer.
+
+Differences from DefaultTrainer: the CXR mapper and samplers, evaluators chosen per dataset by
+`cxr_codet.evaluation.build_evaluator`, per-parameter LR multipliers, a DDP wrapper that also works on
+CPU (gloo), checkpoints written atomically, a test-time vocabulary per test dataset, and every
+evaluation written to `OUTPUT_DIR/eval_results.json`.
+"""
+import json
+import logging
+import os
+import weakref
+from collections import OrderedDict
+
+from detectron2.data import MetadataCatalog
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..compat import create_ddp_model
+from ..data.build import build_cxr_test_loader, build_cxr_train_loader
+from ..evaluation import build_evaluator, write_eval_results
+from .checkpoint import AtomicDetectionCheckpointer
+from .optimizer import build_optimizer
+
+logger = logging.getLogger(__name__)
+
+
+class CXRTrainer(DefaultTrainer):
+    """The trainer behind tools/train_net.py."""
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model)
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicDetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        """DefaultTrainer's hooks, with the metric writers' period from cfg.SOLVER.LOG_PERIOD."""
+        hook_list = super().build_hooks()
+        for hook in hook_list:
+            if isinstance(hook, hooks.PeriodicWriter):
+                hook._period = self.cfg.SOLVER.LOG_PERIOD
+        return hook_list
+
+    def resume_or_load(self, resume=True):
+        """Load the last checkpoint (resume) or MODEL.WEIGHTS; on resume, drop metrics.json lines of
+        iterations that the interrupted run logged after its last checkpoint, so they are not doubled."""
+        super().resume_or_load(resume=resume)
+        if resume and comm.is_main_process():
+            truncate_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_cxr_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_cxr_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """Evaluate `model` on every dataset of cfg.DATASETS.TEST and write eval_results.json.
+
+        Models that support it (`set_test_vocabulary`) are switched to each dataset's class names
+        first when cfg.MODEL.TEST_VOCABULARY_FROM_DATASET is on.
+        """
+        results = OrderedDict()
+        bare_model = model.module if hasattr(model, "module") else model
+        for idx, dataset_name in enumerate(cfg.DATASETS.TEST):
+            if _uses_dataset_vocabulary(cfg, bare_model):
+                bare_model.set_test_vocabulary(MetadataCatalog.get(dataset_name).thing_classes)
+            data_loader = cls.build_test_loader(cfg, dataset_name)
+            evaluator = (
+                evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, dataset_name)
+            )
+            results_i = inference_on_dataset(model, data_loader, evaluator)
+            results[dataset_name] = results_i
+            if comm.is_main_process():
+                logger.info("Evaluation results for %s in csv format:", dataset_name)
+                print_csv_format(results_i)
+        if comm.is_main_process():
+            write_eval_results(results, cfg.OUTPUT_DIR)
+        if len(results) == 1:
+            results = list(results.values())[0]
+        return results
+
+
+def truncate_metrics(path: str, start_iter: int) -> int:
+    """Remove lines of detectron2's metrics.json whose "iteration" is >= start_iter; returns how many."""
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        lines = f.readlines()
+    kept = [line for line in lines if not line.strip() or json.loads(line).get("iteration", -1) < start_iter]
+    dropped = len(lines) - len(kept)
+    if dropped:
+        logger.info("Resuming at iteration %d: dropped %d later lines from %s", start_iter, dropped, path)
+        with open(path, "w") as f:
+            f.writelines(kept)
+    return dropped
+
+
+def _uses_dataset_vocabulary(cfg, model) -> bool:
+    return bool(cfg.MODEL.get("TEST_VOCABULARY_FROM_DATASET", False)) and hasattr(
+        model, "set_test_vocabulary"
+    )

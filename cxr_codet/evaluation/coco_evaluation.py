@@ -1,0 +1,368 @@
+"""COCO-style box AP for chest X-ray findings, and the registry that picks a dataset's evaluator.
+
+CXRCOCOEvaluator adds to detectron2's COCOEvaluator: per-class AP50 (and AP) for every class with
+ground truth, classes and size buckets without ground truth reported as missing (never 0 or NaN),
+size buckets by absolute or image-relative box area, and a per-class AP50 bar chart.
+"""
+import contextlib
+import io
+import itertools
+import json
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation.fast_eval_api import COCOeval_opt  # needs detectron2._C to run
+from detectron2.utils.logger import create_small_table
+from detectron2.utils.registry import Registry
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tabulate import tabulate
+
+from .. import compat
+from .plots import plot_per_class_ap50
+from .results_io import PER_CLASS_AP50_PREFIX, with_missing_entries
+
+logger = logging.getLogger(__name__)
+
+EVALUATOR_REGISTRY = Registry("CXR_EVALUATOR")
+EVALUATOR_REGISTRY.__doc__ = """
+Evaluator builders keyed by a dataset's metadata `evaluator_type`. Register a function named after
+the type, taking (cfg, dataset_name, output_folder) and returning a detectron2 DatasetEvaluator:
+
+    @EVALUATOR_REGISTRY.register()
+    def localization(cfg, dataset_name, output_folder): ...
+"""
+
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the order of COCOeval.stats[:6]
+SIZE_BUCKET_NAMES = ("small", "medium", "large")  # pycocotools' areaRngLbl after "all"
+MISSING = "missing (no ground truth)"
+_UNBOUNDED = 1e5**2  # pycocotools' upper bound of the "all" and "large" area ranges
+
+_ANNOUNCED_PYCOCOTOOLS = False
+
+
+@dataclass(frozen=True)
+class SizeBuckets:
+    """Area ranges for pycocotools ("all", "small", "medium", "large") and how areas are measured."""
+
+    area_ranges: tuple
+    relative: bool
+    description: str
+
+
+def _absolute_size_buckets(relative_area_ranges):
+    """COCO's buckets: box areas in pixels of the stored image, split at 32^2 and 96^2."""
+    return SizeBuckets(
+        area_ranges=((0.0, _UNBOUNDED), (0.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, _UNBOUNDED)),
+        relative=False,
+        description="absolute box areas (small < 32^2 px, medium 32^2-96^2 px, large > 96^2 px)",
+    )
+
+
+def _relative_size_buckets(relative_area_ranges):
+    """Buckets by box area / image area, split at the two given fractions."""
+    if len(relative_area_ranges) != 2 or not 0 < relative_area_ranges[0] < relative_area_ranges[1] <= 1:
+        raise ValueError(
+            "relative_area_ranges (TEST.RELATIVE_AREA_RANGES) must be two increasing fractions of the "
+            f"image area in (0, 1], the upper bounds of small and medium; got {relative_area_ranges!r}"
+        )
+    small, medium = (float(x) for x in relative_area_ranges)
+    return SizeBuckets(
+        area_ranges=((0.0, _UNBOUNDED), (0.0, small), (small, medium), (medium, _UNBOUNDED)),
+        relative=True,
+        description=(f"box area / image area (small < {small:g}, medium {small:g}-{medium:g}, "
+                     f"large > {medium:g})"),
+    )
+
+
+SIZE_BUCKETS = {"absolute": _absolute_size_buckets, "relative": _relative_size_buckets}
+
+
+def _announce_pycocotools_once():
+    """Say once per process why evaluation takes the slower official COCO API."""
+    global _ANNOUNCED_PYCOCOTOOLS
+    if compat.HAS_C_EXTENSION or _ANNOUNCED_PYCOCOTOOLS:
+        return
+    _ANNOUNCED_PYCOCOTOOLS = True
+    logger.info("Box AP is computed with pycocotools (the official COCO API): detectron2's fast "
+                "evaluator (COCOeval_opt) needs the C++ extension detectron2._C, which this install lacks.")
+
+
+class CXRCOCOEvaluator(COCOEvaluator):
+    """COCO box AP in percent with per-class AP50/AP; classes and size buckets without ground truth
+    are left out of the results (logged as missing), so they are never averaged in as 0 or NaN."""
+
+    def __init__(self, dataset_name, output_dir=None, size_buckets="absolute",
+                 relative_area_ranges=(0.01, 0.1), plot_per_class_ap=True, distributed=True):
+        """`size_buckets`: "absolute" (COCO's pixel areas) or "relative" (fractions of image area,
+        split at `relative_area_ranges`); `plot_per_class_ap` writes
+        `output_dir`/per_class_ap50_<dataset_name>.png on each evaluation."""
+        if size_buckets not in SIZE_BUCKETS:
+            raise ValueError(f"size_buckets (TEST.SIZE_BUCKETS) must be one of {sorted(SIZE_BUCKETS)}, "
+                             f"got {size_buckets!r}")
+        self._buckets = SIZE_BUCKETS[size_buckets](tuple(relative_area_ranges))
+        _announce_pycocotools_once()
+        super().__init__(dataset_name, tasks=("bbox",), distributed=distributed, output_dir=output_dir,
+                         use_fast_impl=compat.HAS_C_EXTENSION)
+        self._dataset_name = dataset_name
+        self._plot_per_class_ap = plot_per_class_ap
+        self._class_names = _thing_classes(dataset_name, self._metadata)
+        self._dataset_id_of = _contiguous_to_dataset_ids(self._metadata, len(self._class_names))
+        self._json_file = self._metadata.json_file
+        if self._do_evaluation:
+            self._check_ground_truth()
+            self._eval_gt = (_with_relative_areas(self._coco_api) if self._buckets.relative
+                             else self._coco_api)
+
+    def _check_ground_truth(self):
+        """Fail early, naming the file and record, on ground truth pycocotools cannot evaluate;
+        give box-only annotations without "area" their box area."""
+        known = set(self._dataset_id_of.values())
+        for cat_id in self._coco_api.getCatIds():
+            if cat_id not in known:
+                raise ValueError(f"{self._json_file}: category id {cat_id} is not among the dataset's "
+                                 f"thing_dataset_id_to_contiguous_id keys {sorted(known)}")
+        without_area = 0
+        for ann in self._coco_api.dataset["annotations"]:
+            for key in ("bbox", "category_id", "image_id"):
+                if key not in ann:
+                    raise ValueError(f"{self._json_file}: annotation {ann.get('id')} has no '{key}'")
+            if "area" not in ann:  # pycocotools buckets ground truth by this field
+                ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
+                without_area += 1
+        if without_area:
+            logger.info(f"{self._json_file}: {without_area} annotations have no 'area'; using box "
+                        "width x height for the size buckets.")
+        for img in self._coco_api.dataset["images"]:
+            if self._buckets.relative and not (img.get("width", 0) > 0 and img.get("height", 0) > 0):
+                raise ValueError(f"{self._json_file}: image {img.get('id')} needs a positive width and "
+                                 "height for relative size buckets (TEST.SIZE_BUCKETS relative)")
+
+    def _eval_predictions(self, predictions, img_ids=None):
+        """Evaluate box predictions; fill self._results["bbox"] and write the chart and COCO json."""
+        coco_results = list(itertools.chain(*[p["instances"] for p in predictions]))
+        for result in coco_results:
+            result["category_id"] = self._to_dataset_id(result["category_id"])
+        if self._output_dir:
+            os.makedirs(self._output_dir, exist_ok=True)
+            path = os.path.join(self._output_dir, "coco_instances_results.json")
+            logger.info(f"Saving {len(coco_results)} detections to {path}")
+            with open(path, "w") as f:
+                json.dump(coco_results, f)
+        if not self._do_evaluation:
+            logger.info(f"{self._json_file} has no annotations: nothing to evaluate.")
+            return
+        coco_eval = self._run_coco_eval(coco_results, img_ids)
+        self._results["bbox"] = self._derive_results(coco_eval)
+        if self._plot_per_class_ap and self._output_dir:
+            path = os.path.join(self._output_dir, f"per_class_ap50_{self._dataset_name}.png")
+            plot_per_class_ap50(with_missing_entries(self._results["bbox"], self._class_names), path,
+                                title=f"Per-class AP50, {self._dataset_name}",
+                                class_names=self._class_names)
+            logger.info(f"Wrote per-class AP50 chart to {path}")
+
+    def _to_dataset_id(self, contiguous_id):
+        if contiguous_id not in self._dataset_id_of:
+            raise ValueError(f"A prediction has class {contiguous_id}, but '{self._dataset_name}' has "
+                             f"{len(self._class_names)} classes (ids 0..{len(self._class_names) - 1})")
+        return self._dataset_id_of[contiguous_id]
+
+    def _run_coco_eval(self, coco_results, img_ids):
+        """COCOeval (or the fast one where detectron2._C exists) over our size buckets, evaluated."""
+        unknown = {r["image_id"] for r in coco_results} - set(self._eval_gt.getImgIds())
+        if unknown:
+            raise ValueError(f"Predictions for image ids {sorted(unknown)[:5]} (of {len(unknown)}) that "
+                             f"are not in {self._json_file}")
+        logger.info(f"Evaluating {len(coco_results)} detections on '{self._dataset_name}' with "
+                    f"{'detectron2 COCOeval_opt' if self._use_fast_impl else 'pycocotools COCOeval'} ...")
+        coco_dt = self._detections(coco_results)
+        coco_eval = (COCOeval_opt if self._use_fast_impl else COCOeval)(self._eval_gt, coco_dt, "bbox")
+        coco_eval.params.areaRng = [list(r) for r in self._buckets.area_ranges]
+        if img_ids is not None:
+            coco_eval.params.imgIds = list(img_ids)
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+        summary = io.StringIO()
+        with contextlib.redirect_stdout(summary):
+            coco_eval.summarize()
+        logger.info(f"COCO API summary (size buckets: {self._buckets.description}):\n"
+                    + summary.getvalue())
+        return coco_eval
+
+    def _detections(self, coco_results):
+        """Detections as a COCO object (an empty one when there are none, which pycocotools' loadRes
+        rejects), with areas normalised by image area for relative buckets."""
+        if not coco_results:
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": self._eval_gt.dataset["images"],
+                               "categories": self._eval_gt.dataset["categories"], "annotations": []}
+            with contextlib.redirect_stdout(io.StringIO()):
+                coco_dt.createIndex()
+            return coco_dt
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt = self._eval_gt.loadRes([dict(r) for r in coco_results])
+        if self._buckets.relative:
+            for ann in coco_dt.anns.values():
+                ann["area"] = ann["area"] / _image_area(self._eval_gt, ann["image_id"])
+        return coco_dt
+
+    def _derive_results(self, coco_eval):
+        """Percent metrics from an evaluated COCOeval, without entries that have no ground truth."""
+        image_ids = list(coco_eval.params.imgIds)
+        results = OrderedDict()
+        for index, metric in enumerate(COCO_METRICS):
+            if coco_eval.stats[index] >= 0:  # -1: no ground-truth box in this size bucket
+                results[metric] = float(coco_eval.stats[index] * 100)
+        if "AP" not in results:
+            logger.warning(f"'{self._dataset_name}' has no ground-truth box in the evaluated images: "
+                           "no AP can be computed.")
+        per_class = self._per_class_ap(coco_eval)
+        for name, ap50, _ in per_class:
+            if ap50 is not None:
+                results[PER_CLASS_AP50_PREFIX + name] = ap50
+        for name, _, ap in per_class:
+            if ap is not None:
+                results["AP-" + name] = ap
+        self._log_results(results, per_class, image_ids)
+        return results
+
+    def _per_class_ap(self, coco_eval):
+        """[(class name, AP50, AP)] in thing_classes order, None for a class without ground truth."""
+        precision = coco_eval.eval["precision"]  # [IoU threshold, recall, class, area range, max dets]
+        iou50 = int(np.argmin(np.abs(np.asarray(coco_eval.params.iouThrs) - 0.5)))
+        index_of_cat = {cat_id: k for k, cat_id in enumerate(coco_eval.params.catIds)}
+        rows = []
+        for contiguous_id, name in enumerate(self._class_names):
+            k = index_of_cat.get(self._dataset_id_of[contiguous_id])
+            p = precision[:, :, k, 0, -1] if k is not None else np.full((1, 1), -1.0)
+            if not (p > -1).any():  # pycocotools leaves -1 where a class has no ground truth
+                rows.append((name, None, None))
+                continue
+            p50 = p[iou50]
+            rows.append((name, float(p50[p50 > -1].mean() * 100), float(p[p > -1].mean() * 100)))
+        return rows
+
+    def _log_results(self, results, per_class, image_ids):
+        """Log the COCO metrics (with the evaluation resolution) and a per-class AP50/AP table."""
+        standard = {m: (f"{results[m]:.3f}" if m in results else MISSING) for m in COCO_METRICS}
+        logger.info(f"Box AP of '{self._dataset_name}' in percent; {self._resolution_note(image_ids)}:\n"
+                    + create_small_table(standard))
+        gt_counts = self._ground_truth_counts(image_ids)
+        rows = [
+            (name, gt_counts.get(name, 0), MISSING if ap50 is None else f"{ap50:.3f}",
+             "" if ap is None else f"{ap:.3f}")
+            for name, ap50, ap in per_class
+        ]
+        logger.info(f"Per-class box AP of '{self._dataset_name}':\n"
+                    + tabulate(rows, headers=["category", "GT boxes", "AP50", "AP"], tablefmt="pipe",
+                             disable_numparse=True, colalign=("left", "right", "right", "right")))
+
+    def _resolution_note(self, image_ids):
+        """Where boxes are measured: stored image coordinates, their median size, boxes per bucket."""
+        images = [self._coco_api.imgs[i] for i in image_ids]
+        sizes = [(img["width"], img["height"]) for img in images if "width" in img and "height" in img]
+        size = (f"median {np.median([w for w, _ in sizes]):.0f} x {np.median([h for _, h in sizes]):.0f} px"
+                f" (width x height) over {len(sizes)} images" if sizes else "image sizes unknown")
+        areas = [ann["area"] for ann in self._evaluated_annotations(self._eval_gt, image_ids)]
+        counts = ", ".join(
+            f"{name} {sum(lo <= a <= hi for a in areas)}"
+            for name, (lo, hi) in zip(SIZE_BUCKET_NAMES, self._buckets.area_ranges[1:])
+        )
+        return (f"boxes are evaluated in the stored image coordinates, {size}; APs/APm/APl use "
+                f"{self._buckets.description}; ground-truth boxes per bucket: {counts}")
+
+    def _ground_truth_counts(self, image_ids):
+        """Non-crowd ground-truth boxes per class name in the evaluated images."""
+        name_of_cat = {self._dataset_id_of[c]: n for c, n in enumerate(self._class_names)}
+        counts = {}
+        for ann in self._evaluated_annotations(self._coco_api, image_ids):
+            name = name_of_cat[ann["category_id"]]
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    @staticmethod
+    def _evaluated_annotations(coco, image_ids):
+        """The annotations pycocotools counts as ground truth (not crowd, not ignored) in `image_ids`."""
+        return [
+            ann
+            for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_ids))
+            if not ann.get("iscrowd", 0) and not ann.get("ignore", 0)
+        ]
+
+
+def _thing_classes(dataset_name, metadata):
+    """The dataset's class names. detectron2-style loaders set thing_classes and the category id map
+    on first load, so the dataset is loaded once if either is still missing."""
+    incomplete = not metadata.get("thing_classes") or not metadata.get("thing_dataset_id_to_contiguous_id")
+    if incomplete and dataset_name in DatasetCatalog.list():
+        DatasetCatalog.get(dataset_name)
+    class_names = metadata.get("thing_classes")
+    if not class_names:
+        raise ValueError(f"Dataset '{dataset_name}' has no thing_classes in its metadata: register it "
+                         "with its class names before evaluating it.")
+    return list(class_names)
+
+
+def _contiguous_to_dataset_ids(metadata, num_classes):
+    """Model class index -> COCO category id, from thing_dataset_id_to_contiguous_id (else identity)."""
+    mapping = metadata.get("thing_dataset_id_to_contiguous_id")
+    if not mapping:
+        return {c: c for c in range(num_classes)}
+    return {contiguous: dataset_id for dataset_id, contiguous in mapping.items()}
+
+
+def _image_area(coco, image_id):
+    img = coco.imgs[image_id]
+    return float(img["width"]) * float(img["height"])
+
+
+def _with_relative_areas(coco):
+    """A copy of ground truth whose annotation areas are fractions of their image's area."""
+    relative = COCO()
+    relative.dataset = dict(coco.dataset)
+    relative.dataset["annotations"] = [
+        dict(ann, area=ann["area"] / _image_area(coco, ann["image_id"]))
+        for ann in coco.dataset["annotations"]
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        relative.createIndex()
+    return relative
+
+
+def build_evaluator(cfg, dataset_name, output_folder=None):
+    """The evaluator for `dataset_name`, picked by its metadata `evaluator_type` in EVALUATOR_REGISTRY;
+    `output_folder` defaults to OUTPUT_DIR/inference as in detectron2's tools."""
+    if dataset_name not in DatasetCatalog.list():
+        raise ValueError(f"Cannot build an evaluator for '{dataset_name}': no such registered dataset")
+    if output_folder is None:
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
+    registered = sorted(name for name, _ in EVALUATOR_REGISTRY)
+    if evaluator_type is None:
+        raise ValueError(f"Dataset '{dataset_name}' has no evaluator_type in its metadata; set one of "
+                         f"{registered} when registering it.")
+    if evaluator_type not in EVALUATOR_REGISTRY:
+        raise ValueError(
+            f"Dataset '{dataset_name}' has evaluator_type '{evaluator_type}', for which no evaluator is "
+            f"registered (registered: {registered}). Register a function named '{evaluator_type}' "
+            "taking (cfg, dataset_name, output_folder) with @EVALUATOR_REGISTRY.register()."
+        )
+    return EVALUATOR_REGISTRY.get(evaluator_type)(cfg, dataset_name, output_folder)
+
+
+@EVALUATOR_REGISTRY.register()
+def coco(cfg, dataset_name, output_folder):
+    """CXRCOCOEvaluator set up from TEST.SIZE_BUCKETS, TEST.RELATIVE_AREA_RANGES, TEST.PLOT_PER_CLASS_AP."""
+    return CXRCOCOEvaluator(
+        dataset_name,
+        output_dir=output_folder,
+        size_buckets=cfg.TEST.SIZE_BUCKETS,
+        relative_area_ranges=tuple(cfg.TEST.RELATIVE_AREA_RANGES),
+        plot_per_class_ap=cfg.TEST.PLOT_PER_CLASS_AP,
+    )

@@ -1,0 +1,64 @@
+"""Figures of evaluation results: a bar chart of per-class AP50, drawn off-screen (Agg) as PNG."""
+import os
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .results_io import CLASSES_WITHOUT_GT_KEY, PER_CLASS_AP50_PREFIX
+
+NOT_AVAILABLE = "n/a (no ground truth)"
+
+
+def per_class_ap50_rows(bbox_results, class_names=None):
+    """[(class name, AP50 or None)] from box metrics; None marks a class without ground truth.
+
+    Order: `class_names` when given (a class with no "AP50-<class>" entry is None), else the
+    "AP50-<class>" entries followed by the classes listed under "classes_without_ground_truth".
+    """
+    if class_names is None:
+        class_names = [
+            key[len(PER_CLASS_AP50_PREFIX):]
+            for key in bbox_results
+            if key.startswith(PER_CLASS_AP50_PREFIX)
+        ]
+        class_names += [
+            name for name in bbox_results.get(CLASSES_WITHOUT_GT_KEY, []) if name not in class_names
+        ]
+    return [(name, bbox_results.get(PER_CLASS_AP50_PREFIX + name)) for name in class_names]
+
+
+def plot_per_class_ap50(bbox_results, path, title, class_names=None):
+    """Write a horizontal bar chart of per-class AP50 (percent) to `path` (PNG) and return `path`.
+
+    Classes without ground truth get no bar but an "n/a" label, so they cannot be read as AP 0; the
+    overall AP50, when present, is drawn as a dashed line.
+    """
+    rows = per_class_ap50_rows(bbox_results, class_names)
+    if not rows:
+        raise ValueError(f"no per-class AP50 entries ('{PER_CLASS_AP50_PREFIX}<class>') to plot "
+                         f"for '{title}'")
+    figure = Figure(figsize=(7.0, 1.2 + 0.35 * len(rows)))
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot(1, 1, 1)
+    positions = range(len(rows))
+    values = [0.0 if ap is None else ap for _, ap in rows]
+    colors = ["lightgray" if ap is None else "tab:blue" for _, ap in rows]
+    ax.barh(positions, values, color=colors)
+    for y, (_, ap) in zip(positions, rows):
+        label, style = (NOT_AVAILABLE, "italic") if ap is None else (f"{ap:.1f}", "normal")
+        ax.text((0 if ap is None else ap) + 1, y, label, va="center", fontsize=8, style=style,
+                color="dimgray" if ap is None else "black")
+    if bbox_results.get("AP50") is not None:
+        ax.axvline(bbox_results["AP50"], color="tab:red", linestyle="--",
+                   label=f"mean AP50 = {bbox_results['AP50']:.1f}")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_yticks(list(positions))
+    ax.set_yticklabels([name for name, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 110)
+    ax.set_xlabel("AP50 (%)")
+    ax.set_title(title, fontsize=10)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=120, format="png")
+    return path

@@ -1,0 +1,122 @@
+"""`CXRCoDet`: Faster R-CNN whose ROI heads classify in text space and learn from region co-occurrence.
+
+Training is GeneralizedRCNN's (RPN + box-supervised ROI losses; "No finding" images give background
+only), with the batch's concept groups passed on to the ROI heads for CoDet's co-occurrence loss.
+Inference is GeneralizedRCNN's, against the classifier's active vocabulary, which
+`set_test_vocabulary` switches (e.g. to another dataset's class names) and `reset_test_vocabulary` restores.
+"""
+import logging
+from typing import Dict, List, Sequence, Union
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.utils.events import get_event_storage
+
+from ..roi_heads.co_occurrence_branch import CoOccurrenceBranchMixin
+from ..similarity_head import check_concept_group_size
+from ..vocabulary import ClassNameEncoder
+from ..vocabulary import training_class_names as read_training_class_names
+from .concept_groups import concept_groups_from_batch
+
+logger = logging.getLogger(__name__)
+
+
+@META_ARCH_REGISTRY.register()
+class CXRCoDet(GeneralizedRCNN):
+    """GeneralizedRCNN + concept groups for the co-occurrence loss + a switchable test vocabulary."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        concept_group_size: int = 0,
+        class_name_encoder=None,
+        training_class_names: Sequence[str] = (),
+        **kwargs,
+    ):
+        """
+        Args:
+            concept_group_size: G of the concept-group loader; 0 when the co-occurrence branch is off.
+            class_name_encoder: callable list[str] -> [C, D] text embeddings (`ClassNameEncoder`), used by
+                `set_test_vocabulary` with class names; kept outside the module tree (no parameters).
+            training_class_names: names of the training vocabulary; `set_test_vocabulary` with exactly
+                these names restores the training vocabulary instead of re-encoding them.
+            kwargs: as GeneralizedRCNN.
+        """
+        super().__init__(**kwargs)
+        if not isinstance(self.roi_heads, CoOccurrenceBranchMixin):
+            raise ValueError(
+                f"MODEL.META_ARCHITECTURE CXRCoDet needs CXR-CoDet ROI heads (MODEL.ROI_HEADS.NAME "
+                f"'CXRCoDetROIHeads' or 'CXRCoDetRes5ROIHeads'), got {type(self.roi_heads).__name__}"
+            )
+        if self.roi_heads.co_occurrence is not None:
+            check_concept_group_size(concept_group_size)
+        self.concept_group_size = int(concept_group_size)
+        self._class_name_encoder = class_name_encoder
+        self.training_class_names = list(training_class_names)
+        self._warned_no_groups = False
+
+    @classmethod
+    def from_config(cls, cfg):
+        co_occurrence_on = cfg.MODEL.ROI_BOX_HEAD.CO_OCCURRENCE_ON
+        if co_occurrence_on:
+            check_concept_group_size(cfg.DATALOADER.CONCEPT_GROUP_SIZE)
+        ret = super().from_config(cfg)
+        ret["concept_group_size"] = cfg.DATALOADER.CONCEPT_GROUP_SIZE if co_occurrence_on else 0
+        ret["class_name_encoder"] = ClassNameEncoder(cfg)
+        ret["training_class_names"] = read_training_class_names(cfg)
+        return ret
+
+    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
+        """Losses in training (incl. "loss_cooccurrence" when the branch is on); detections in eval mode."""
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        if "instances" not in batched_inputs[0]:
+            raise ValueError("CXRCoDet trains on box-annotated images: every batch dict needs 'instances'")
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        features = self.backbone(images.tensor)
+        proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
+        _, detector_losses = self.roi_heads(
+            images, features, proposals, gt_instances, concept_groups=self._concept_groups(batched_inputs)
+        )
+        if self.vis_period > 0 and get_event_storage().iter % self.vis_period == 0:
+            self.visualize_training(batched_inputs, proposals)
+        return {**detector_losses, **proposal_losses}
+
+    def _concept_groups(self, batched_inputs):
+        """The batch's ConceptGroups for the co-occurrence branch; None (logged once) from a plain loader."""
+        if self.roi_heads.co_occurrence is None:
+            return None
+        groups = concept_groups_from_batch(batched_inputs, self.concept_group_size)
+        if groups is None and not self._warned_no_groups:
+            logger.warning(
+                "Training batches carry no 'concept_id' (DATALOADER.SAMPLER_TRAIN is not ConceptGroupSampler): "
+                "the co-occurrence loss is skipped (reported as 0); only box-supervised losses train."
+            )
+            self._warned_no_groups = True
+        return groups
+
+    def set_test_vocabulary(self, vocabulary: Union[Sequence[str], torch.Tensor]) -> None:
+        """Classify with `vocabulary` at inference: class names (encoded with the configured text encoder,
+        descriptions and template) or a [C', D] embedding tensor. Predicted class ids index `vocabulary`.
+        The training class names themselves select the training vocabulary (no re-encoding)."""
+        if isinstance(vocabulary, torch.Tensor):
+            embeddings = vocabulary
+        else:
+            names = list(vocabulary)
+            if not names or not all(isinstance(n, str) and n for n in names):
+                raise ValueError(f"test vocabulary must be a non-empty list of class names; got {names!r}")
+            if names == self.training_class_names:
+                self.reset_test_vocabulary()
+                return
+            if self._class_name_encoder is None:
+                raise ValueError("this model was built without a text encoder: pass embeddings, not names")
+            embeddings = self._class_name_encoder(names)
+            logger.info("Test vocabulary: %d classes (%s)", len(names), ", ".join(names))
+        self.roi_heads.box_predictor.set_vocabulary(embeddings)
+
+    def reset_test_vocabulary(self) -> None:
+        """Classify with the training vocabulary again at inference."""
+        self.roi_heads.box_predictor.reset_vocabulary()

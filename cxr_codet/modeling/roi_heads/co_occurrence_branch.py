@@ -1,0 +1,106 @@
+"""Training step shared by CXR-CoDet's FPN and C4 ROI heads: box losses plus the co-occurrence loss.
+
+One region-feature pass serves both losses: per image, the proposals sampled for the box losses and the
+top-N proposals (by objectness, detached boxes) of images in concept groups are pooled together, so the
+co-occurrence branch reuses the box head instead of running it a second time.
+"""
+import logging
+from typing import List, Optional
+
+import torch
+from detectron2.structures import Boxes, Instances
+
+from ..similarity_head import CoOccurrenceHead
+
+logger = logging.getLogger(__name__)
+
+
+def build_co_occurrence_head(cfg) -> Optional[CoOccurrenceHead]:
+    """The co-occurrence head from cfg.MODEL.ROI_BOX_HEAD.* and DATALOADER.CONCEPT_GROUP_SIZE, or None when off."""
+    box_head = cfg.MODEL.ROI_BOX_HEAD
+    if not box_head.CO_OCCURRENCE_ON:
+        return None
+    return CoOccurrenceHead(
+        num_proposals=box_head.WS_NUM_PROPS,
+        group_size=cfg.DATALOADER.CONCEPT_GROUP_SIZE,
+        use_text_guidance=box_head.USE_TEXT_GUIDANCE,
+        loss_weight=box_head.IMAGE_LOSS_WEIGHT,
+    )
+
+
+def check_supported_heads(cfg) -> None:
+    """CXR-CoDet's ROI heads are box-only: refuse masks, keypoints and training on predicted boxes."""
+    unsupported = {
+        "MODEL.MASK_ON": cfg.MODEL.MASK_ON,
+        "MODEL.KEYPOINT_ON": cfg.MODEL.KEYPOINT_ON,
+        "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES,
+    }
+    enabled = [key for key, value in unsupported.items() if value]
+    if enabled:
+        raise ValueError(f"CXR-CoDet ROI heads detect boxes only; set {', '.join(enabled)} to False")
+
+
+class CoOccurrenceBranchMixin:
+    """Mixed into a detectron2 ROIHeads that has `box_predictor` (OpenVocabularyOutputLayers),
+    `co_occurrence` (CoOccurrenceHead or None) and `_region_features(features, boxes) -> [R, F]`."""
+
+    def _top_proposal_boxes(self, proposals: List[Instances], concept_groups) -> Optional[List[Boxes]]:
+        """Per image, the top-N RPN proposals by objectness (detached) for images in groups, else none."""
+        if self.co_occurrence is None or concept_groups is None or concept_groups.num_groups == 0:
+            return None
+        in_groups = set(concept_groups.image_indices.flatten().tolist())
+        num_props = self.co_occurrence.num_proposals
+        top = []
+        for index, p in enumerate(proposals):
+            boxes = p.proposal_boxes.tensor
+            if index in in_groups and len(p) > 0:
+                order = p.objectness_logits.topk(min(num_props, len(p))).indices
+                top.append(Boxes(boxes[order].detach()))
+            else:
+                top.append(Boxes(boxes.new_zeros((0, 4))))
+        return top
+
+    def _forward_train(self, features, proposals, targets, concept_groups):
+        """Box losses on sampled proposals (+ the co-occurrence loss); returns (sampled proposals, losses)."""
+        if not targets:
+            raise ValueError("ROI heads need ground-truth 'instances' in training")
+        sampled = self.label_and_sample_proposals(proposals, targets)
+        top_boxes = self._top_proposal_boxes(proposals, concept_groups)
+        if top_boxes is None:
+            box_features = self._region_features(features, [s.proposal_boxes for s in sampled])
+            top_features, top_counts = None, None
+        else:
+            joint = [Boxes.cat([s.proposal_boxes, t]) for s, t in zip(sampled, top_boxes)]
+            sizes = [n for s, t in zip(sampled, top_boxes) for n in (len(s), len(t))]
+            chunks = self._region_features(features, joint).split(sizes)
+            box_features = torch.cat(chunks[0::2])
+            top_features = torch.cat(chunks[1::2])
+            top_counts = [len(t) for t in top_boxes]
+        predictions = self.box_predictor(box_features)
+        losses = self.box_predictor.losses(predictions, sampled)
+        if self.co_occurrence is not None:
+            losses["loss_cooccurrence"] = self._co_occurrence_loss(top_features, top_counts, concept_groups)
+        return sampled, losses
+
+    def _co_occurrence_loss(self, top_features, top_counts, concept_groups) -> torch.Tensor:
+        """The co-occurrence loss from the region features of each image's top proposals.
+
+        Without groups in the batch the loss is a zero that still touches the MLP, so distributed
+        training sees every parameter used on every process.
+        """
+        head = self.co_occurrence
+        if top_features is None:
+            return sum(p.sum() for p in head.parameters()) * 0.0
+        classifier = self.box_predictor.cls_score
+        projected = classifier.project(top_features)  # [sum n_i, D]
+        num_images, num_props = len(top_counts), head.num_proposals
+        counts = torch.as_tensor(top_counts, device=projected.device)
+        image_index = torch.repeat_interleave(torch.arange(num_images, device=projected.device), counts)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(len(projected), device=projected.device) - torch.repeat_interleave(starts, counts)
+        padded = projected.new_zeros(num_images, num_props, projected.shape[1])
+        padded = padded.index_put((image_index, slot), projected)
+        valid = torch.zeros(num_images, num_props, dtype=torch.bool, device=projected.device)
+        valid[image_index, slot] = True
+        groups = concept_groups.image_indices.to(projected.device)
+        return head(padded[groups], valid[groups], concept_groups.concept_ids.to(projected.device), classifier)

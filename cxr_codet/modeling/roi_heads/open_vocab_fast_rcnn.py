@@ -1,0 +1,88 @@
+"""Fast R-CNN output layers with the open-vocabulary classifier (box regression as in Faster R-CNN).
+
+Only the classification layer differs from detectron2's `FastRCNNOutputLayers`: `cls_score` is an
+`OpenVocabularyClassifier`, so losses, box regression and inference stay detectron2's. Optionally the box
+regression is Detic/CoDet's two-layer MLP, so that their checkpoints load into it.
+"""
+import fvcore.nn.weight_init as weight_init
+import torch
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+from torch import nn
+
+from ..classifier import OpenVocabularyClassifier
+from ..vocabulary import training_class_embeddings
+
+
+def _mlp_box_regressor(input_size: int, output_size: int) -> nn.Sequential:
+    """Detic/CoDet's box regression: Linear, ReLU, Linear (Xavier first layer, std 0.001 last)."""
+    regressor = nn.Sequential(
+        nn.Linear(input_size, input_size), nn.ReLU(inplace=True), nn.Linear(input_size, output_size)
+    )
+    weight_init.c2_xavier_fill(regressor[0])
+    nn.init.normal_(regressor[2].weight, std=0.001)
+    nn.init.constant_(regressor[2].bias, 0)
+    return regressor
+
+
+class OpenVocabularyOutputLayers(FastRCNNOutputLayers):
+    """`FastRCNNOutputLayers` whose classifier scores regions against class text embeddings."""
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        class_embeddings: torch.Tensor,
+        norm_temperature: float = 50.0,
+        mlp_bbox_pred: bool = False,
+        **kwargs,
+    ):
+        """
+        Args:
+            class_embeddings: [C, D] text embeddings of the C training classes (C = num_classes).
+            norm_temperature: scale of the cosine logits (CoDet: 50).
+            mlp_bbox_pred: two-layer box regression as Detic/CoDet instead of one Linear.
+            kwargs: as `FastRCNNOutputLayers`.
+        """
+        super().__init__(input_shape, **kwargs)
+        if class_embeddings.shape[0] != self.num_classes:
+            raise ValueError(
+                f"MODEL.ROI_HEADS.NUM_CLASSES = {self.num_classes}, but the class text embeddings have "
+                f"{class_embeddings.shape[0]} rows: they must describe the same classes"
+            )
+        input_size = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
+        self.cls_score = OpenVocabularyClassifier(input_size, class_embeddings, norm_temperature)
+        if mlp_bbox_pred:
+            self.bbox_pred = _mlp_box_regressor(input_size, self.bbox_pred.out_features)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape, class_embeddings=None):
+        ret = super().from_config(cfg, input_shape)
+        ret["class_embeddings"] = (
+            training_class_embeddings(cfg) if class_embeddings is None else class_embeddings
+        )
+        ret["norm_temperature"] = cfg.MODEL.ROI_BOX_HEAD.NORM_TEMP
+        ret["mlp_bbox_pred"] = cfg.MODEL.ROI_BOX_HEAD.MLP_BBOX_PRED
+        return ret
+
+    @property
+    def class_agnostic_box_regression(self) -> bool:
+        """True when one box is regressed per region, whatever the vocabulary."""
+        last = self.bbox_pred[-1] if isinstance(self.bbox_pred, nn.Sequential) else self.bbox_pred
+        return last.out_features == len(self.box2box_transform.weights)
+
+    def set_vocabulary(self, embeddings: torch.Tensor) -> None:
+        """Score with `embeddings` ([C', D]) at inference; class-specific box regression needs C' = C."""
+        num_new = embeddings.shape[0] if embeddings.dim() == 2 else -1
+        if not self.class_agnostic_box_regression and num_new != self.num_classes:
+            raise ValueError(
+                f"cannot switch to a vocabulary of {num_new} classes: the box regression is class-specific "
+                f"for the {self.num_classes} training classes; set MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True"
+            )
+        self.cls_score.set_vocabulary(embeddings)
+
+    def reset_vocabulary(self) -> None:
+        """Score with the training vocabulary again."""
+        self.cls_score.reset_vocabulary()

@@ -1,0 +1,136 @@
+"""Ablation table: markdown layout, deltas against the base, dataset choice, clear errors, the tool."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from cxr_codet.evaluation.ablation_table import (
+    ablation_table,
+    format_cell,
+    load_run,
+    main,
+    parse_run_spec,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_run(root: Path, name: str, results: dict) -> Path:
+    """An OUTPUT_DIR holding eval_results.json with `results`."""
+    output_dir = root / name
+    output_dir.mkdir()
+    (output_dir / "eval_results.json").write_text(json.dumps(results))
+    return output_dir
+
+
+def bbox(ap50, apm, apl, **extra):
+    return {"bbox": {"AP": 30.0, "AP50": ap50, "APm": apm, "APl": apl, **extra}}
+
+
+@pytest.fixture
+def three_runs(tmp_path):
+    base = write_run(tmp_path, "base", {"vindr_cxr_test": bbox(72.4, 27.5, 15.8, **{"AP50-Nodule/Mass": 40})})
+    lr = write_run(tmp_path, "lr", {"vindr_cxr_test": bbox(73.66, 27.0, 15.8, **{"AP50-Nodule/Mass": 41.25})})
+    detic = write_run(tmp_path, "detic", {"vindr_cxr_test": bbox(94.9, float("nan"), 20.04)})
+    return [load_run("base", base), load_run("LR 0.01", lr), load_run("Detic init", detic)]
+
+
+def test_table_has_one_row_per_run_with_deltas_against_the_first(three_runs):
+    table = ablation_table(three_runs)
+    lines = table.splitlines()
+    assert lines[0].startswith("bbox results on vindr_cxr_test (%)") and "'base'" in lines[0]
+    assert lines[2:] == [
+        "| Setting | AP50 | APm | APl |",
+        "|---|---:|---:|---:|",
+        "| base (base) | 72.4 | 27.5 | 15.8 |",
+        "| LR 0.01 | 73.7 (+1.3) | 27.0 (-0.5) | 15.8 (+0.0) |",
+        "| Detic init | 94.9 (+22.5) | n/a | 20.0 (+4.2) |",
+    ]
+
+
+def test_base_can_be_any_run_and_metrics_are_selectable(three_runs):
+    table = ablation_table(three_runs[:2], base_label="LR 0.01", metrics=["AP50-Nodule/Mass"], precision=2)
+    assert "| base | 40.00 (-1.25) |" in table
+    assert "| LR 0.01 (base) | 41.25 |" in table
+
+
+def test_format_cell_rounds_before_subtracting_and_handles_nan():
+    assert format_cell(72.44, 71.16) == "72.4 (+1.2)"
+    assert format_cell(70.0, 72.0) == "70.0 (-2.0)"
+    assert format_cell(float("nan"), 72.0) == "n/a"
+    assert format_cell(50.0, float("nan")) == "50.0 (n/a)"
+    assert format_cell(50.0, None) == "50.0"
+
+
+def test_metrics_without_ground_truth_print_as_na(tmp_path):
+    no_gt = {"AP50": None, "APl": 12.0, "size_buckets_without_ground_truth": ["APs", "APm"],
+             "classes_without_ground_truth": ["Nodule/Mass"]}
+    base_results = {"d": bbox(70.0, 20.0, 10.0, **{"AP50-Nodule/Mass": 5})}
+    base = load_run("base", write_run(tmp_path, "base", base_results))
+    run = load_run("no_gt", write_run(tmp_path, "no_gt", {"d": {"bbox": no_gt}}))
+    table = ablation_table([base, run], metrics=["AP50", "APm", "APl", "AP50-Nodule/Mass"])
+    assert "| no_gt | n/a | n/a | 12.0 (+2.0) | n/a |" in table
+
+
+def test_dataset_choice(tmp_path):
+    two = {"vindr_cxr_val": bbox(1, 2, 3), "nih_cxr14_test": bbox(4, 5, 6)}
+    a = load_run("a", write_run(tmp_path, "a", two))
+    b = load_run("b", write_run(tmp_path, "b", {"nih_cxr14_test": bbox(7, 8, 9)}))
+    assert "nih_cxr14_test" in ablation_table([a, b]).splitlines()[0]  # the only one both runs have
+    with pytest.raises(ValueError, match=r"--dataset: the runs share 2 datasets .*'a': \['nih_cxr14_test', "
+                                         r"'vindr_cxr_val'\]"):
+        ablation_table([a])
+    with pytest.raises(ValueError, match=r"b[/\\]eval_results.json \(run 'b'\) has no dataset "
+                                         r"'vindr_cxr_val'; it has \['nih_cxr14_test'\]"):
+        ablation_table([a, b], dataset="vindr_cxr_val")
+
+
+def test_missing_file_metric_and_bad_values_name_file_and_key(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"run 'x': .*nowhere[/\\]eval_results.json does not exist"):
+        load_run("x", tmp_path / "nowhere")
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"run 'broken': .*broken.json: not valid JSON"):
+        load_run("broken", tmp_path / "broken.json")
+    with pytest.raises(ValueError, match=r"run 'text': .*metric 'AP50' of task 'bbox' of dataset 'd' must"):
+        load_run("text", write_run(tmp_path, "text", {"d": bbox("72.4", 2, 3)}))
+    base = load_run("base", write_run(tmp_path, "base", {"d": bbox(1, 2, 3)}))
+    no_apl = load_run("no_apl", write_run(tmp_path, "no_apl", {"d": {"bbox": {"AP50": 1.0, "APm": 2.0}}}))
+    with pytest.raises(ValueError, match=r"no_apl[/\\]eval_results.json \(run 'no_apl'\) has no metric "
+                                         r"d/bbox/'APl'; it has \['AP50', 'APm'\]"):
+        ablation_table([base, no_apl])
+    no_bbox = load_run("seg", write_run(tmp_path, "seg", {"d": {"localization": {"IoU": 0.3}}}))
+    with pytest.raises(ValueError, match=r"seg[/\\]eval_results.json \(run 'seg'\) has no 'bbox' results"):
+        ablation_table([base, no_bbox])
+    with pytest.raises(ValueError, match=r"--base 'nope' is not a run label; labels: \['base'\]"):
+        ablation_table([base], base_label="nope")
+    with pytest.raises(ValueError, match=r"repeated: \['base'\]"):
+        ablation_table([base, base])
+
+
+def test_parse_run_spec():
+    assert parse_run_spec("LR 0.01=output/lr") == ("LR 0.01", Path("output/lr"))
+    assert parse_run_spec("a=b=c") == ("a", Path("b=c"))
+    for bad in ("output/lr", "=output/lr", "label="):
+        with pytest.raises(ValueError, match="must be 'label=path'"):
+            parse_run_spec(bad)
+
+
+def test_command_line_prints_and_writes_markdown(three_runs, tmp_path, capsys):
+    out = tmp_path / "tables" / "table.md"
+    argv = [f"--run=base={three_runs[0].results_file.parent}", "--run", f"lr={three_runs[1].results_file}",
+            "--output", str(out)]
+    table = main(argv)
+    assert out.read_text() == table == capsys.readouterr().out
+    assert "| lr | 73.7 (+1.3) | 27.0 (-0.5) | 15.8 (+0.0) |" in table
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--run", f"base={tmp_path / 'missing'}"])
+    assert exit_info.value.code == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_tool_is_a_thin_entry_point():
+    spec = importlib.util.spec_from_file_location("ablation_tool", REPO_ROOT / "tools" / "ablation_table.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main is main

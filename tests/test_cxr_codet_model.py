@@ -1,0 +1,329 @@
+"""CXRCoDet end to end on tiny models: training losses, concept groups, classifier, test-time vocabulary, configs."""
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+from tiny_cxr_codet import (
+    CONFIGS,
+    NIH_NAMES,
+    hand_made_batch,
+    inference_inputs,
+    tiny_cfg,
+    tiny_model,
+)
+
+from cxr_codet import add_cxr_codet_config
+from cxr_codet.data.classes import VINDR_CXR_CLASSES
+from cxr_codet.engine.optimizer import build_optimizer
+from cxr_codet.modeling.classifier import OpenVocabularyClassifier
+from cxr_codet.modeling.meta_arch import concept_groups_from_batch
+from cxr_codet.modeling.text import build_class_embeddings
+
+LOSS_KEYS = {"loss_cls", "loss_box_reg", "loss_cooccurrence", "loss_rpn_cls", "loss_rpn_loc"}
+PAPER_CONFIG = CONFIGS / "vindr" / "cxr_codet_R50_C4_paper.yaml"
+ABLATIONS = sorted((CONFIGS / "vindr" / "ablations").glob("*.yaml"))
+CXR_CODET_CONFIGS = [
+    CONFIGS / "Base-CXR-CoDet-C4.yaml",
+    CONFIGS / "Base-CXR-CoDet-FPN.yaml",
+    CONFIGS / "phantom" / "cxr_codet_R18_FPN_phantom.yaml",
+    PAPER_CONFIG,
+    *ABLATIONS,
+]
+
+
+def _train_losses(model, batch):
+    with EventStorage():
+        return model(batch)
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("c4", [False, True], ids=["FPN", "C4"])
+def test_training_forward_gives_finite_losses_and_gradients(tmp_path, c4):
+    model = tiny_model(tmp_path, c4=c4)
+    losses = _train_losses(model, hand_made_batch(group_size=2, num_groups=2))
+    assert set(losses) == LOSS_KEYS
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_cooccurrence"].item() > 0
+    sum(losses.values()).backward()
+    mlp = model.roi_heads.co_occurrence.sim_mlp
+    projection = model.roi_heads.box_predictor.cls_score.proj
+    assert mlp.fc1.weight.grad.abs().sum() > 0 and mlp.fc2.weight.grad.abs().sum() > 0
+    assert projection.weight.grad.abs().sum() > 0
+    names = {name for name, _ in model.named_parameters()}
+    assert not any("class_embeddings" in name for name in names)  # fixed text embeddings are a buffer
+
+
+def test_group_of_four_uses_three_supports(tmp_path):
+    model = tiny_model(tmp_path, group_size=4)
+    assert model.roi_heads.co_occurrence.sim_mlp.fc1.in_features == 3 * 8
+    losses = _train_losses(model, hand_made_batch(group_size=4, num_groups=2))
+    assert torch.isfinite(losses["loss_cooccurrence"]) and losses["loss_cooccurrence"].item() > 0
+
+
+def test_one_region_feature_pass_serves_box_and_co_occurrence_losses(tmp_path):
+    model = tiny_model(tmp_path)
+    heads = model.roi_heads
+    calls, seen = [], {}
+    original = heads._region_features
+
+    def counting(features, boxes):
+        calls.append([len(b) for b in boxes])
+        return original(features, boxes)
+
+    def recording(features, valid, concept_ids, classifier):
+        seen.update(features=features.shape, valid=valid.clone(), concepts=concept_ids.clone())
+        return torch.zeros(())
+
+    heads._region_features = counting
+    heads.co_occurrence.forward = recording
+    _train_losses(model, hand_made_batch(group_size=2, num_groups=2, no_finding=2))
+    assert len(calls) == 1
+    sampled = 32  # ROI_HEADS.BATCH_SIZE_PER_IMAGE of the tiny config
+    assert all(n > sampled for n in calls[0][:4])  # grouped images: sampled + top proposals
+    assert all(n <= sampled for n in calls[0][4:])  # no-finding images: sampled proposals only
+    assert seen["features"][:3] == (2, 2, 8)
+    assert seen["concepts"].tolist() == [0, 1]
+
+
+def test_no_finding_images_only_add_box_losses(tmp_path):
+    model = tiny_model(tmp_path)
+    losses = _train_losses(model, hand_made_batch(group_size=2, num_groups=2, no_finding=2))
+    assert set(losses) == LOSS_KEYS and all(torch.isfinite(v) for v in losses.values())
+
+
+def test_plain_loader_skips_co_occurrence_and_says_so_once(tmp_path, caplog):
+    model = tiny_model(tmp_path)
+    batch = hand_made_batch(with_concepts=False)
+    with caplog.at_level(logging.WARNING, logger="cxr_codet.modeling.meta_arch.cxr_codet"):
+        first = _train_losses(model, batch)
+        _train_losses(model, batch)
+    assert first["loss_cooccurrence"].item() == 0.0
+    assert first["loss_cooccurrence"].requires_grad  # still touches the MLP (distributed training)
+    warnings = [r for r in caplog.records if "co-occurrence loss is skipped" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_co_occurrence_off_trains_box_losses_only(tmp_path):
+    model = tiny_model(tmp_path, group_size=1, extra=["MODEL.ROI_BOX_HEAD.CO_OCCURRENCE_ON", False])
+    assert model.roi_heads.co_occurrence is None
+    losses = _train_losses(model, hand_made_batch())
+    assert set(losses) == LOSS_KEYS - {"loss_cooccurrence"}
+
+
+def test_group_size_one_is_refused_when_the_model_is_built(tmp_path):
+    with pytest.raises(ValueError, match="CONCEPT_GROUP_SIZE = 1 leaves no support image"):
+        tiny_model(tmp_path, group_size=1)
+
+
+def test_lr_multiplier_substring_hits_exactly_the_two_mlp_layers(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    model = build_model(cfg)
+    hits = [name for name, _ in model.named_parameters() if cfg.SOLVER.LR_MULTIPLIERS[0][0] in name]
+    assert sorted(hits) == [f"roi_heads.co_occurrence.sim_mlp.{layer}.{kind}"
+                            for layer in ("fc1", "fc2") for kind in ("bias", "weight")]
+    optimizer = build_optimizer(cfg, model)
+    mlp_params = {id(p) for p in model.roi_heads.co_occurrence.parameters()}
+    for group in optimizer.param_groups:
+        is_mlp = {id(p) in mlp_params for p in group["params"]}
+        if True in is_mlp:
+            assert is_mlp == {True}
+            assert group["lr"] == pytest.approx(cfg.SOLVER.BASE_LR * 0.1)
+
+
+# ------------------------------------------------------------------------------------------ concept groups
+
+
+def test_concept_groups_from_a_concept_group_batch():
+    batch = hand_made_batch(group_size=2, num_groups=3, no_finding=1)
+    groups = concept_groups_from_batch(batch, 2)
+    assert groups.image_indices.tolist() == [[0, 1], [2, 3], [4, 5]]
+    assert groups.concept_ids.tolist() == [0, 1, 2]
+    assert concept_groups_from_batch(hand_made_batch(with_concepts=False), 2) is None
+
+
+def test_concept_groups_refuse_batches_that_break_the_contract():
+    batch = hand_made_batch(group_size=2, num_groups=2)
+    with pytest.raises(ValueError, match="not whole groups of DATALOADER.CONCEPT_GROUP_SIZE = 3"):
+        concept_groups_from_batch(batch, 3)
+    partial = hand_made_batch(group_size=2, num_groups=2)
+    del partial[1]["concept_id"]
+    with pytest.raises(ValueError, match="batch position 1 .* has no 'concept_id'"):
+        concept_groups_from_batch(partial, 2)
+    mixed = hand_made_batch(group_size=2, num_groups=2)
+    mixed[1]["concept_id"], mixed[1]["image_labels"] = 1, [0, 1]
+    with pytest.raises(ValueError, match=r"batch positions \[0, 1\] should form one concept group"):
+        concept_groups_from_batch(mixed, 2)
+    split = hand_made_batch(group_size=2, num_groups=2, no_finding=1)
+    split.insert(1, split.pop())  # a no-finding image inside a group
+    with pytest.raises(ValueError, match="should form one concept group"):
+        concept_groups_from_batch(split, 2)
+    unlabeled = hand_made_batch(group_size=2, num_groups=2)
+    unlabeled[2]["image_labels"] = [7]
+    with pytest.raises(ValueError, match="batch position 2 .* not in its image_labels"):
+        concept_groups_from_batch(unlabeled, 2)
+
+
+# -------------------------------------------------------------------------------------------- classifier
+
+
+def test_classifier_scores_are_scaled_cosines_with_a_zero_background():
+    torch.manual_seed(0)
+    embeddings = torch.randn(3, 5)
+    classifier = OpenVocabularyClassifier(4, embeddings, norm_temperature=50.0)
+    x = torch.randn(6, 4)
+    logits = classifier(x)
+    projected = classifier.proj(x)
+    expected = 50.0 * torch.nn.functional.cosine_similarity(projected[:, None], embeddings[None], dim=-1)
+    assert logits.shape == (6, 4)
+    assert torch.allclose(logits[:, :3], expected, atol=1e-4)
+    assert torch.equal(logits[:, 3], torch.zeros(6))
+
+
+def test_set_vocabulary_switches_inference_only_and_reset_restores():
+    torch.manual_seed(0)
+    classifier = OpenVocabularyClassifier(4, torch.randn(14, 5))
+    x = torch.randn(2, 4)
+    classifier.set_vocabulary(torch.randn(8, 5))
+    classifier.train()
+    assert classifier(x).shape == (2, 15)  # training keeps the training vocabulary
+    classifier.eval()
+    assert classifier(x).shape == (2, 9)
+    classifier.reset_vocabulary()
+    assert classifier(x).shape == (2, 15)
+    assert "test_class_embeddings" not in classifier.state_dict()
+    with pytest.raises(ValueError, match="dimension 7, but the classifier was built for 5-d"):
+        classifier.set_vocabulary(torch.randn(8, 7))
+    with pytest.raises(ValueError, match=r"rows \[1\] are all zero"):
+        classifier.set_vocabulary(torch.tensor([[1.0, 0, 0, 0, 0], [0.0, 0, 0, 0, 0]]))
+
+
+@pytest.fixture(scope="module")
+def minilm_model(tmp_path_factory):
+    """A tiny model whose 14 VinDr classes are embedded by the offline MiniLM encoder (elaborate texts)."""
+    model = tiny_model(tmp_path_factory.mktemp("minilm"), embeddings=None,
+                       extra=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0])
+    model.eval()
+    return model
+
+
+def test_model_trained_on_14_findings_evaluates_with_8_names(minilm_model):
+    model = minilm_model
+    with torch.no_grad():
+        before = model(inference_inputs())[0]["instances"]
+        model.set_test_vocabulary(NIH_NAMES)
+        after = model(inference_inputs())[0]["instances"]
+    classifier = model.roi_heads.box_predictor.cls_score
+    assert before.pred_classes.max().item() >= len(NIH_NAMES)  # the 14-class vocabulary reaches ids >= 8
+    assert len(after) > 0 and after.pred_classes.max().item() < len(NIH_NAMES)
+    assert set(after.pred_classes.tolist()) != {0}
+    expected = build_class_embeddings(tiny_cfg_for_names(), NIH_NAMES)
+    assert torch.allclose(classifier.test_class_embeddings.t(), expected, atol=1e-5)
+    model.train()
+    try:
+        assert classifier(torch.randn(2, classifier.proj.in_features)).shape == (2, 15)
+    finally:
+        model.eval()
+    model.set_test_vocabulary(list(VINDR_CXR_CLASSES))  # the training names: back to the training vocabulary
+    assert classifier.test_class_embeddings is None
+
+
+def tiny_cfg_for_names():
+    """cfg.MODEL.TEXT_ENCODER as the MiniLM model uses it (to encode names independently of the model)."""
+    cfg = get_cfg()
+    add_cxr_codet_config(cfg)
+    return cfg
+
+
+def test_test_vocabulary_from_embeddings_and_class_specific_regression(tmp_path):
+    model = tiny_model(tmp_path)
+    model.eval()
+    model.set_test_vocabulary(torch.randn(3, 16))
+    with torch.no_grad():
+        instances = model(inference_inputs())[0]["instances"]
+    assert instances.pred_classes.numel() == 0 or instances.pred_classes.max().item() < 3
+    model.reset_test_vocabulary()
+    specific = tiny_model(tmp_path, extra=["MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False])
+    with pytest.raises(ValueError, match="box regression is class-specific .*CLS_AGNOSTIC_BBOX_REG True"):
+        specific.set_test_vocabulary(torch.randn(8, 16))
+    with pytest.raises(ValueError, match="non-empty list of class names"):
+        model.set_test_vocabulary([])
+
+
+# ----------------------------------------------------------------------------------------------- configs
+
+
+def _load(path: Path):
+    cfg = get_cfg()
+    add_cxr_codet_config(cfg)
+    cfg.merge_from_file(str(path))
+    return cfg
+
+
+def _flatten(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_paper_config_is_the_paper_setting():
+    cfg = _load(PAPER_CONFIG)
+    assert cfg.MODEL.META_ARCHITECTURE == "CXRCoDet" and cfg.MODEL.ROI_HEADS.NAME == "CXRCoDetRes5ROIHeads"
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS)) == (32, 90000, (60000, 80000))
+    assert cfg.SOLVER.BASE_LR == 0.001 and cfg.SOLVER.LR_MULTIPLIERS == [["sim_mlp", 0.1]]
+    assert cfg.DATALOADER.CONCEPT_GROUP_SIZE == 2 and cfg.MODEL.ROI_BOX_HEAD.WS_NUM_PROPS == 32
+    assert cfg.MODEL.TEXT_ENCODER.NAME.endswith("BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")
+    assert cfg.MODEL.TEXT_ENCODER.DESCRIPTIONS == "elaborate"
+    assert cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "choice" and len(cfg.INPUT.MIN_SIZE_TRAIN) > 1
+    assert tuple(cfg.DATASETS.TRAIN) == ("vindr_cxr_train",) and tuple(cfg.DATASETS.TEST) == ("vindr_cxr_val",)
+
+
+EXPECTED_ROWS = {
+    "lr_0.0005": {"SOLVER.BASE_LR": 0.0005},
+    "lr_0.01": {"SOLVER.BASE_LR": 0.01},
+    "batch_64": {"SOLVER.IMS_PER_BATCH": 64},
+    "iter_130k": {"SOLVER.MAX_ITER": 130000},
+    "support_3": {"DATALOADER.CONCEPT_GROUP_SIZE": 4},
+    "captions_unelaborate": {"MODEL.TEXT_ENCODER.DESCRIPTIONS": "unelaborate"},
+    "text_clip": {"MODEL.TEXT_ENCODER.NAME": "ViT-B-32", "MODEL.TEXT_ENCODER.PRETRAINED": "openai"},
+    "init_detic": {"MODEL.INIT.WEIGHTS": "models/Detic_OVCOCO_CLIP_R50_1x_max-size_caption.pth",
+                   "MODEL.INIT.REINIT_MODULES": ["roi_heads.co_occurrence"]},
+}
+
+
+def test_every_ablation_changes_only_its_row():
+    assert sorted(p.stem for p in ABLATIONS) == sorted(EXPECTED_ROWS)
+    paper = _flatten(_load(PAPER_CONFIG))
+    for path in ABLATIONS:
+        ablation = _flatten(_load(path))
+        changed = {k: v for k, v in ablation.items() if paper[k] != v and k != "OUTPUT_DIR"}
+        assert changed == EXPECTED_ROWS[path.stem], path.name
+        assert ablation["OUTPUT_DIR"] != paper["OUTPUT_DIR"]
+
+
+@pytest.mark.parametrize("config", CXR_CODET_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_config_builds_and_trains_two_iterations_with_tiny_overrides(tmp_path, config):
+    cfg = tiny_cfg(tmp_path, config_file=config, group_size=None, extra=["MODEL.BACKBONE.FREEZE_AT", 5])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    optimizer = build_optimizer(cfg, model)
+    group_size = cfg.DATALOADER.CONCEPT_GROUP_SIZE
+    before = model.roi_heads.box_predictor.cls_score.proj.weight.detach().clone()
+    with EventStorage():
+        for step in range(2):
+            losses = model(hand_made_batch(group_size=group_size, num_groups=2, seed=step))
+            assert set(losses) == LOSS_KEYS and all(torch.isfinite(v) for v in losses.values())
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+    assert not torch.equal(before, model.roi_heads.box_predictor.cls_score.proj.weight)

@@ -1,0 +1,78 @@
+"""Per-parameter LR multipliers and the atomic checkpointer."""
+import os
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+
+from cxr_codet.config import add_cxr_codet_config
+from cxr_codet.engine import checkpoint as checkpoint_module
+from cxr_codet.engine.checkpoint import AtomicDetectionCheckpointer
+from cxr_codet.engine.optimizer import build_optimizer
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch.nn.Linear(4, 4)
+        self.norm = torch.nn.GroupNorm(1, 4)
+        self.sim_mlp = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+
+
+def _cfg(**solver):
+    cfg = get_cfg()
+    add_cxr_codet_config(cfg)
+    cfg.SOLVER.BASE_LR = 0.1
+    cfg.SOLVER.WEIGHT_DECAY = 1e-4
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    for k, v in solver.items():
+        setattr(cfg.SOLVER, k, v)
+    return cfg
+
+
+def _lr_of(optimizer, param):
+    for group in optimizer.param_groups:
+        if any(p is param for p in group["params"]):
+            return group["lr"], group["weight_decay"]
+    raise AssertionError("parameter not in optimizer")
+
+
+def test_lr_multiplier_hits_only_matching_parameters():
+    net = _Net()
+    opt = build_optimizer(_cfg(LR_MULTIPLIERS=[["sim_mlp", 0.1]]), net)
+    assert _lr_of(opt, net.sim_mlp[0].weight) == (pytest.approx(0.01), 1e-4)
+    assert _lr_of(opt, net.sim_mlp[2].bias)[0] == pytest.approx(0.01)
+    assert _lr_of(opt, net.backbone.weight) == (pytest.approx(0.1), 1e-4)
+    assert _lr_of(opt, net.norm.weight) == (pytest.approx(0.1), 0.0)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(net.parameters()))
+
+
+def test_lr_multiplier_that_matches_nothing_is_an_error():
+    with pytest.raises(ValueError, match=r"\['sim_mpl'\] match no trainable parameter"):
+        build_optimizer(_cfg(LR_MULTIPLIERS=[["sim_mpl", 0.1]]), _Net())
+
+
+def test_lr_multiplier_bad_entry():
+    with pytest.raises(ValueError, match="must be > 0"):
+        build_optimizer(_cfg(LR_MULTIPLIERS=[["sim_mlp", 0.0]]), _Net())
+
+
+def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
+    net = _Net()
+    ckpt = AtomicDetectionCheckpointer(net, save_dir=str(tmp_path))
+    ckpt.save("model_0000009", iteration=9)
+    good = (tmp_path / "model_0000009.pth").read_bytes()
+
+    def crash_mid_write(data, f):
+        f.write(b"partial")
+        raise KeyboardInterrupt("killed during save")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", crash_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save("model_0000009", iteration=19)
+    assert (tmp_path / "model_0000009.pth").read_bytes() == good
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000009.pth"]
+    monkeypatch.undo()
+    loaded = AtomicDetectionCheckpointer(_Net(), save_dir=str(tmp_path)).resume_or_load("", resume=True)
+    assert loaded["iteration"] == 9

@@ -1,0 +1,120 @@
+"""tools/train_net.py end to end on the tiny phantom splits: train, evaluate, --eval-only, resume
+after SIGKILL, and 2 CPU processes with gloo."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINE = "configs/phantom/faster_rcnn_R18_FPN_phantom.yaml"
+TINY = [
+    "DATASETS.TRAIN", "('cxr_phantom_tiny_train',)",
+    "DATASETS.TEST", "('cxr_phantom_tiny_val',)",
+    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128",
+    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128",
+    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "(1000,)",
+    "DATALOADER.NUM_WORKERS", "0", "SOLVER.LOG_PERIOD", "1",
+]
+
+
+def _train_net(*args, timeout=600):
+    cmd = [sys.executable, "tools/train_net.py", *args]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=os.environ)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc.stdout + proc.stderr
+
+
+def _metrics(output_dir):
+    lines = (Path(output_dir) / "metrics.json").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    log = _train_net("--config-file", BASELINE, *TINY, "SOLVER.MAX_ITER", "6", "OUTPUT_DIR", str(out))
+    return out, log
+
+
+def test_training_writes_checkpoint_and_eval_results(trained):
+    out, log = trained
+    assert (out / "model_final.pth").is_file()
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+    results = json.loads((out / "eval_results.json").read_text())
+    bbox = results["cxr_phantom_tiny_val"]["bbox"]
+    for key in ("AP", "AP50", "AP75", "APm", "APl"):
+        assert key in bbox
+    assert any(k.startswith("AP50-") for k in bbox)
+    assert (out / "per_class_ap50_cxr_phantom_tiny_val.png").stat().st_size > 1000
+    assert "pycocotools" in log  # the log says which COCO evaluator ran
+    assert "copypaste: AP,AP50" in log
+
+
+def test_eval_only_reproduces_training_evaluation(trained, tmp_path):
+    out, _ = trained
+    first = json.loads((out / "eval_results.json").read_text())["cxr_phantom_tiny_val"]["bbox"]
+    _train_net(
+        "--config-file", BASELINE, "--eval-only", *TINY,
+        "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path),
+    )
+    again = json.loads((tmp_path / "eval_results.json").read_text())["cxr_phantom_tiny_val"]["bbox"]
+    assert again["AP50"] == pytest.approx(first["AP50"], abs=1e-6)
+    assert again == pytest.approx(first, abs=1e-6, nan_ok=True)
+
+
+def test_misspelt_config_key_names_it(tmp_path):
+    cmd = [sys.executable, "tools/train_net.py", "--config-file", BASELINE, "SOLVER.MAX_ITERS", "3"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Non-existent config key: SOLVER.MAX_ITERS" in proc.stderr
+
+
+def test_resume_after_sigkill_continues_without_gaps(tmp_path):
+    """Kill a run after its checkpoint at iteration 5, resume, and compare with an uninterrupted run."""
+    common = [
+        "--config-file", BASELINE, *TINY, "SOLVER.MAX_ITER", "12", "SOLVER.CHECKPOINT_PERIOD", "6",
+        "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()", "SOLVER.BASE_LR", "0.01",
+    ]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "tools/train_net.py", *common, "OUTPUT_DIR", str(killed)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    tag = killed / "last_checkpoint"
+    while time.time() < deadline and not (tag.exists() and tag.read_text() == "model_0000005.pth"):
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert tag.read_text() == "model_0000005.pth"
+
+    log = _train_net(*common, "OUTPUT_DIR", str(killed), "--resume")
+    assert "model_0000005.pth" in log
+    resumed = {m["iteration"]: m for m in _metrics(killed)}
+    iterations = [m["iteration"] for m in _metrics(killed)]
+    assert iterations == sorted(set(iterations)), f"gaps or duplicates: {iterations}"
+    assert iterations[-1] == 11
+
+    clean = tmp_path / "clean"
+    _train_net(*common, "OUTPUT_DIR", str(clean))
+    reference = {m["iteration"]: m for m in _metrics(clean)}
+    assert sorted(reference) == iterations
+    for it in iterations:
+        assert resumed[it]["lr"] == pytest.approx(reference[it]["lr"], rel=1e-6), it
+
+
+@pytest.mark.skipif(os.cpu_count() < 2, reason="needs 2 CPU cores for 2 processes")
+def test_two_cpu_processes_train_and_evaluate(tmp_path):
+    log = _train_net(
+        "--config-file", BASELINE, "--num-gpus", "2", *TINY, "SOLVER.MAX_ITER", "3",
+        "OUTPUT_DIR", str(tmp_path),
+    )
+    assert "world size: 2" in log.lower() or "Rank of current process: 0. World size: 2" in log
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert "AP50" in results["cxr_phantom_tiny_val"]["bbox"]

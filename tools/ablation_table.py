@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""Collect eval_results.json of several runs into the paper's ablation table (markdown, deltas to a base).
+
+    python tools/ablation_table.py --run base=output/cxr_codet_base --run lr0.01=output/cxr_codet_lr0.01 \\
+        --dataset vindr_cxr_test --output table.md
+
+Logic and options: cxr_codet/evaluation/ablation_table.py.
+"""
+import sys
+
+from cxr_codet.evaluation.ablation_table import main
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
