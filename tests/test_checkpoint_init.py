@@ -58,12 +58,14 @@ def test_detic_checkpoint_maps_projection_and_drops_its_vocabulary(tmp_path):
     assert report["renamed"]["roi_heads.box_predictor.cls_score.linear.weight"] == f"{PROJ}.weight"
     assert f"{PROJ}.weight" in report["matched"] and "roi_heads.res5.0.conv1.weight" in report["matched"]
     assert "source detector's vocabulary" in report["dropped"]["roi_heads.box_predictor.cls_score.zs_weight"]
-    assert set(report["missing"]) == {f"{MLP}.{l}.{k}" for l in ("fc1", "fc2") for k in ("weight", "bias")} | {VOCABULARY}
+    mlp_keys = {f"{MLP}.{layer}.{kind}" for layer in ("fc1", "fc2") for kind in ("weight", "bias")}
+    assert set(report["missing"]) == mlp_keys | {VOCABULARY}
     assert report["unexpected"] == [] and report["shape_mismatched"] == {}
     state = model.state_dict()
     assert torch.equal(state[f"{PROJ}.weight"], source[f"{PROJ}.weight"])
     assert torch.equal(state["backbone.res4.0.conv1.weight"], source["backbone.res4.0.conv1.weight"])
-    assert torch.equal(state["roi_heads.box_predictor.bbox_pred.2.weight"], source["roi_heads.box_predictor.bbox_pred.2.weight"])
+    box_regression = "roi_heads.box_predictor.bbox_pred.2.weight"
+    assert torch.equal(state[box_regression], source[box_regression])
     assert torch.equal(model.roi_heads.co_occurrence.sim_mlp.fc1.weight, fresh_mlp)  # Detic has no MLP
 
 
@@ -108,7 +110,7 @@ def test_cascade_checkpoint_uses_the_configured_stage(tmp_path):
     fc1 = "roi_heads.box_head.fc1.weight"
     assert torch.equal(model.state_dict()[fc1], source[fc1] + 1)
     assert torch.equal(model.state_dict()[f"{PROJ}.weight"], source[f"{PROJ}.weight"] + 1)
-    assert report.dropped[f"roi_heads.box_head.2.fc1.weight"] == "cascade stage 2 (using stage 1)"
+    assert report.dropped["roi_heads.box_head.2.fc1.weight"] == "cascade stage 2 (using stage 1)"
     assert report.renamed["roi_heads.box_predictor.1.cls_score.linear.weight"] == f"{PROJ}.weight"
     with pytest.raises(ValueError, match=r"CASCADE_STAGE = 7, but .* has cascade stages \[0, 1, 2\]"):
         load_detector_checkpoint(tiny_model(tmp_path, c4=False), str(path), cascade_stage=7)

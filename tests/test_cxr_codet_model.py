@@ -84,11 +84,28 @@ def test_one_region_feature_pass_serves_box_and_co_occurrence_losses(tmp_path):
     heads.co_occurrence.forward = recording
     _train_losses(model, hand_made_batch(group_size=2, num_groups=2, no_finding=2))
     assert len(calls) == 1
-    sampled = 32  # ROI_HEADS.BATCH_SIZE_PER_IMAGE of the tiny config
+    sampled = 16  # ROI_HEADS.BATCH_SIZE_PER_IMAGE of the tiny config
     assert all(n > sampled for n in calls[0][:4])  # grouped images: sampled + top proposals
     assert all(n <= sampled for n in calls[0][4:])  # no-finding images: sampled proposals only
     assert seen["features"][:3] == (2, 2, 8)
     assert seen["concepts"].tolist() == [0, 1]
+
+
+def test_proposal_shortfall_is_zero_padded_and_masked(tmp_path):
+    model = tiny_model(tmp_path, extra=["MODEL.RPN.POST_NMS_TOPK_TRAIN", 5])  # 5 proposals < N = 8
+    seen = {}
+
+    def recording(features, valid, concept_ids, classifier):
+        seen.update(features=features.detach().clone(), valid=valid.clone())
+        return torch.zeros(())
+
+    model.roi_heads.co_occurrence.forward = recording
+    _train_losses(model, hand_made_batch(group_size=2, num_groups=2))
+    assert seen["valid"].shape == (2, 2, 8)
+    assert seen["valid"].sum(dim=-1).tolist() == [[5, 5], [5, 5]]
+    assert torch.equal(seen["valid"][..., :5], torch.ones(2, 2, 5, dtype=torch.bool))
+    assert torch.count_nonzero(seen["features"][..., 5:, :]) == 0
+    assert torch.count_nonzero(seen["features"][..., :5, :]) > 0
 
 
 def test_no_finding_images_only_add_box_losses(tmp_path):
@@ -107,6 +124,15 @@ def test_plain_loader_skips_co_occurrence_and_says_so_once(tmp_path, caplog):
     assert first["loss_cooccurrence"].requires_grad  # still touches the MLP (distributed training)
     warnings = [r for r in caplog.records if "co-occurrence loss is skipped" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_concept_outside_the_vocabulary_is_refused(tmp_path):
+    model = tiny_model(tmp_path)
+    batch = hand_made_batch()
+    for item in batch[:2]:
+        item["concept_id"], item["image_labels"] = 20, [0, 20]
+    with pytest.raises(ValueError, match=r"concept_id 20 in the batch is not a training class \(ids 0..13\)"):
+        _train_losses(model, batch)
 
 
 def test_co_occurrence_off_trains_box_losses_only(tmp_path):

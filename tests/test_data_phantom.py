@@ -147,7 +147,8 @@ def test_custom_registration_and_bad_parameters(tmp_path):
     register_cxr_phantom("cxr_phantom_test_custom", str(tmp_path), num_images=5, image_size=80, seed=9)
     dicts = DatasetCatalog.get("cxr_phantom_test_custom")
     assert len(dicts) == 5 and all(d["height"] == d["width"] == 80 for d in dicts)
-    assert MetadataCatalog.get("cxr_phantom_test_custom").phantom_params == {"num_images": 5, "image_size": 80, "seed": 9}
+    params = MetadataCatalog.get("cxr_phantom_test_custom").phantom_params
+    assert params == {"num_images": 5, "image_size": 80, "seed": 9}
     with pytest.raises(ValueError, match="num_images >= 1 and image_size >= 64, got 0, 96"):
         ensure_cxr_phantom(str(tmp_path), 0, 96, seed=0)
 
@@ -164,7 +165,10 @@ def test_concurrent_first_use_generates_once(tmp_path, monkeypatch):
     key = os.path.basename(phantom_dir(str(tmp_path), 4, 80, 1))
     (tmp_path / "cxr_phantom" / f".{key}.tmp-1-dead").mkdir(parents=True)  # left by a killed process
     results = []
-    threads = [threading.Thread(target=lambda: results.append(ensure_cxr_phantom(str(tmp_path), 4, 80, 1))) for _ in range(3)]
+    def first_use():
+        results.append(ensure_cxr_phantom(str(tmp_path), 4, 80, 1))
+
+    threads = [threading.Thread(target=first_use) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:

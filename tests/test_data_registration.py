@@ -2,6 +2,7 @@
 import json
 import logging
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -158,7 +159,8 @@ def test_bad_boxes_are_skipped_or_clipped_and_reported(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert json_file in warnings[0]
-    assert "skipped 2 (degenerate box (w or h <= 0); e.g. annotation 1 of image 1, annotation 2 of image 1)" in warnings[0]
+    degenerate = "skipped 2 (degenerate box (w or h <= 0); e.g. annotation 1 of image 1, annotation 2 of image 1)"
+    assert degenerate in warnings[0]
     assert "skipped 2 (box outside the image; e.g. annotation 4 of image 2, annotation 5 of image 2)" in warnings[0]
     assert "clipped 1 (clipped to the image; e.g. annotation 3 of image 2)" in warnings[0]
 
@@ -179,13 +181,16 @@ def test_vindr_missing_files_say_how_to_create_them():
 def test_vindr_layout_loads():
     """vindr_cxr_val reads annotations/vindr_cxr_val.json with its images in images/train."""
     base = os.path.join(os.environ["DETECTRON2_DATASETS"], "vindr_cxr")
-    os.makedirs(os.path.join(base, "annotations"), exist_ok=True)
-    os.makedirs(os.path.join(base, "images", "train"), exist_ok=True)
-    cv2.imwrite(os.path.join(base, "images", "train", "abc.png"), np.zeros((80, 100), np.uint8))
-    coco = _coco(images=[{"id": "abc", "file_name": "abc.png", "width": 100, "height": 80}], annotations=[])
-    with open(os.path.join(base, "annotations", "vindr_cxr_val.json"), "w") as f:
-        json.dump(coco, f)
-    dicts = DatasetCatalog.get("vindr_cxr_val")
+    try:
+        os.makedirs(os.path.join(base, "annotations"))
+        os.makedirs(os.path.join(base, "images", "train"))
+        cv2.imwrite(os.path.join(base, "images", "train", "abc.png"), np.zeros((80, 100), np.uint8))
+        coco = _coco(images=[{"id": "abc", "file_name": "abc.png", "width": 100, "height": 80}], annotations=[])
+        with open(os.path.join(base, "annotations", "vindr_cxr_val.json"), "w") as f:
+            json.dump(coco, f)
+        dicts = DatasetCatalog.get("vindr_cxr_val")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)  # the datasets root is shared by the whole test session
     assert dicts[0]["file_name"] == os.path.join(base, "images", "train", "abc.png") and dicts[0]["image_id"] == "abc"
     assert MetadataCatalog.get("vindr_cxr_val").thing_classes == list(VINDR_CXR_CLASSES)
     assert MetadataCatalog.get("vindr_cxr_test").image_root == os.path.join(base, "images", "test")

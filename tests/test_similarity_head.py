@@ -137,7 +137,8 @@ def test_mlp_weighting_prototype_and_loss_hand_computed():
         return (u[0] * v[0] + u[1] * v[1]) / math.hypot(*u) / math.hypot(*v)
 
     def bce(logit, target):
-        return -(target * math.log(1 / (1 + math.exp(-logit))) + (1 - target) * math.log(1 - 1 / (1 + math.exp(-logit))))
+        probability = 1 / (1 + math.exp(-logit))
+        return -(target * math.log(probability) + (1 - target) * math.log(1 - probability))
 
     per_query = [
         sum(bce(cosine(p, e), float(c == 1)) for c, e in enumerate(CLASS_EMBEDDINGS))
@@ -179,7 +180,9 @@ def test_co_occurrence_loss_is_batched_over_groups():
     valid = torch.ones(3, 4, 4, dtype=torch.bool)
     concepts = torch.tensor([0, 3, 4])
     together = head(features, valid, concepts, classifier)
-    separately = torch.stack([head(features[b:b + 1], valid[b:b + 1], concepts[b:b + 1], classifier) for b in range(3)])
+    separately = torch.stack(
+        [head(features[b:b + 1], valid[b:b + 1], concepts[b:b + 1], classifier) for b in range(3)]
+    )
     assert together.item() == pytest.approx(separately.mean().item(), rel=1e-5)
 
 

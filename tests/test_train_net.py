@@ -18,7 +18,7 @@ TINY = [
     "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128",
     "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128",
     "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "(1000,)",
-    "DATALOADER.NUM_WORKERS", "0", "SOLVER.LOG_PERIOD", "1",
+    "DATALOADER.NUM_WORKERS", "0", "SOLVER.LOG_PERIOD", "1", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
 ]
 
 
@@ -47,8 +47,10 @@ def test_training_writes_checkpoint_and_eval_results(trained):
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
     results = json.loads((out / "eval_results.json").read_text())
     bbox = results["cxr_phantom_tiny_val"]["bbox"]
-    for key in ("AP", "AP50", "AP75", "APm", "APl"):
+    for key in ("AP", "AP50", "AP75"):
         assert key in bbox
+    for bucket in ("APs", "APm", "APl"):  # 128 px images have no "large" (> 96^2 px) boxes
+        assert (bucket in bbox) != (bucket in bbox.get("size_buckets_without_ground_truth", []))
     assert any(k.startswith("AP50-") for k in bbox)
     assert (out / "per_class_ap50_cxr_phantom_tiny_val.png").stat().st_size > 1000
     assert "pycocotools" in log  # the log says which COCO evaluator ran
@@ -63,15 +65,31 @@ def test_eval_only_reproduces_training_evaluation(trained, tmp_path):
         "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path),
     )
     again = json.loads((tmp_path / "eval_results.json").read_text())["cxr_phantom_tiny_val"]["bbox"]
-    assert again["AP50"] == pytest.approx(first["AP50"], abs=1e-6)
-    assert again == pytest.approx(first, abs=1e-6, nan_ok=True)
+    assert again.keys() == first.keys()
+    for key, value in first.items():
+        assert again[key] == (pytest.approx(value, abs=1e-6) if isinstance(value, float) else value), key
+    # The same detections, not just the same summary (an untrained model's AP is ~0 either way).
+    predictions = "inference/cxr_phantom_tiny_val/coco_instances_results.json"
+    first_dets = json.loads((out / predictions).read_text())
+    again_dets = json.loads((tmp_path / predictions).read_text())
+    assert len(first_dets) > 0 and len(again_dets) == len(first_dets)
+    for a, b in zip(first_dets, again_dets):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-3)
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
 
 
 def test_misspelt_config_key_names_it(tmp_path):
     cmd = [sys.executable, "tools/train_net.py", "--config-file", BASELINE, "SOLVER.MAX_ITERS", "3"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
-    assert "Non-existent config key: SOLVER.MAX_ITERS" in proc.stderr
+    assert "Non-existent key: SOLVER.MAX_ITERS" in proc.stderr
+    yaml_file = tmp_path / "typo.yaml"
+    yaml_file.write_text(f"_BASE_: {REPO / BASELINE}\nSOLVER:\n  BASE_LRR: 0.1\n")
+    cmd = [sys.executable, "tools/train_net.py", "--config-file", str(yaml_file)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Non-existent config key: SOLVER.BASE_LRR" in proc.stderr
 
 
 def test_resume_after_sigkill_continues_without_gaps(tmp_path):
@@ -94,7 +112,7 @@ def test_resume_after_sigkill_continues_without_gaps(tmp_path):
     proc.wait()
     assert tag.read_text() == "model_0000005.pth"
 
-    log = _train_net(*common, "OUTPUT_DIR", str(killed), "--resume")
+    log = _train_net("--resume", *common, "OUTPUT_DIR", str(killed))
     assert "model_0000005.pth" in log
     resumed = {m["iteration"]: m for m in _metrics(killed)}
     iterations = [m["iteration"] for m in _metrics(killed)]

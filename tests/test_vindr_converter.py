@@ -303,7 +303,9 @@ def test_physionet_report_lists_every_skipped_item_with_file_and_row(physionet_c
     assert any(r.startswith("DICOM file missing") and i == "img6" for r, i, _ in skipped)
     assert any(r.startswith("DICOM could not be converted") and i == "img7" for r, i, _ in skipped)
     assert any(r.startswith("DICOM has no rows in annotations_train.csv") and i == "img9" for r, i, _ in skipped)
-    assert any(r.startswith("no image size") and "its 1 reader boxes" in r and i == "img6" for r, i, _ in skipped)
+    no_size = [item for item in report.skipped if item["reason"].startswith("no image size")]
+    assert [item["image_id"] for item in no_size] == ["img6", "img7"]
+    assert no_size[0]["detail"] == "with its 1 reader boxes"
     assert any(r.startswith("image listed in image_labels_train.csv") and i == "ghost" for r, i, _ in skipped)
     labels_csv = str(source / "annotations" / "image_labels_train.csv")
     assert {item["file"] for item in report.skipped if item.get("row") is not None} == {train_csv, labels_csv}
@@ -394,6 +396,20 @@ def test_kaggle_csv_only_with_size_table_via_cli(tmp_path, capsys):
     boxes = {**boxes_by_image(train), **boxes_by_image(val)}
     assert boxes["k0"] == [("Cardiomegaly", [52.5, 50.0, 197.5, 155.0], 2)]
     assert boxes["k2"] == [("Aortic enlargement", [25.0, 25.0, 15.0, 20.0], 1)]  # the mismatched row is skipped
+
+
+def test_csv_only_without_sizes_keeps_original_pixels_away_from_the_registered_files(tmp_path, capsys):
+    (tmp_path / "train.csv").write_text(KAGGLE_TRAIN)
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "train.csv"), "--csv-only", "--out", str(out), "--val-fraction", "0.25"]) == 0
+    assert "cannot be loaded for training" in capsys.readouterr().out
+    dataset_dir = out / "vindr_cxr"
+    assert not (dataset_dir / "annotations").exists()
+    train = json.loads((dataset_dir / "annotations_without_sizes" / "vindr_cxr_train.json").read_text())
+    val = json.loads((dataset_dir / "annotations_without_sizes" / "vindr_cxr_val.json").read_text())
+    boxes = {**boxes_by_image(train), **boxes_by_image(val)}
+    assert boxes["k0"] == [("Cardiomegaly", [105.0, 100.0, 395.0, 310.0], 2)]  # original pixels
+    assert all(i["width"] is None and i["height"] is None for i in train["images"] + val["images"])
 
 
 def test_cli_exits_2_naming_the_file_and_missing_column(tmp_path, capsys):

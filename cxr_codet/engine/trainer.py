@@ -49,6 +49,24 @@ class CXRTrainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    def state_dict(self):
+        """Iteration, hook states (LR scheduler) and the optimizer state (momentum, current LRs).
+
+        detectron2 v0.6's DefaultTrainer leaves the optimizer out, so `--resume` restarted SGD
+        momentum and ran its first iteration at the scheduler's initial LR; later versions save it
+        under the same "_trainer" key, so checkpoints stay interchangeable.
+        """
+        state = super().state_dict()
+        state["_trainer"] = self._trainer.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning("Checkpoint has no optimizer state; SGD momentum starts from zero")
+
     def build_hooks(self):
         """DefaultTrainer's hooks, with the metric writers' period from cfg.SOLVER.LOG_PERIOD."""
         hook_list = super().build_hooks()

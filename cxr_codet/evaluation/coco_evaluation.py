@@ -98,10 +98,11 @@ class CXRCOCOEvaluator(COCOEvaluator):
     are left out of the results (logged as missing), so they are never averaged in as 0 or NaN."""
 
     def __init__(self, dataset_name, output_dir=None, size_buckets="absolute",
-                 relative_area_ranges=(0.01, 0.1), plot_per_class_ap=True, distributed=True):
+                 relative_area_ranges=(0.01, 0.1), plot_per_class_ap=True, distributed=True,
+                 plot_dir=None):
         """`size_buckets`: "absolute" (COCO's pixel areas) or "relative" (fractions of image area,
         split at `relative_area_ranges`); `plot_per_class_ap` writes
-        `output_dir`/per_class_ap50_<dataset_name>.png on each evaluation."""
+        `plot_dir` (default `output_dir`)/per_class_ap50_<dataset_name>.png on each evaluation."""
         if size_buckets not in SIZE_BUCKETS:
             raise ValueError(f"size_buckets (TEST.SIZE_BUCKETS) must be one of {sorted(SIZE_BUCKETS)}, "
                              f"got {size_buckets!r}")
@@ -111,6 +112,7 @@ class CXRCOCOEvaluator(COCOEvaluator):
                          use_fast_impl=compat.HAS_C_EXTENSION)
         self._dataset_name = dataset_name
         self._plot_per_class_ap = plot_per_class_ap
+        self._plot_dir = plot_dir or output_dir
         self._class_names = _thing_classes(dataset_name, self._metadata)
         self._dataset_id_of = _contiguous_to_dataset_ids(self._metadata, len(self._class_names))
         self._json_file = self._metadata.json_file
@@ -159,8 +161,8 @@ class CXRCOCOEvaluator(COCOEvaluator):
             return
         coco_eval = self._run_coco_eval(coco_results, img_ids)
         self._results["bbox"] = self._derive_results(coco_eval)
-        if self._plot_per_class_ap and self._output_dir:
-            path = os.path.join(self._output_dir, f"per_class_ap50_{self._dataset_name}.png")
+        if self._plot_per_class_ap and self._plot_dir:
+            path = os.path.join(self._plot_dir, f"per_class_ap50_{self._dataset_name}.png")
             plot_per_class_ap50(with_missing_entries(self._results["bbox"], self._class_names), path,
                                 title=f"Per-class AP50, {self._dataset_name}",
                                 class_names=self._class_names)
@@ -358,11 +360,13 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
 
 @EVALUATOR_REGISTRY.register()
 def coco(cfg, dataset_name, output_folder):
-    """CXRCOCOEvaluator set up from TEST.SIZE_BUCKETS, TEST.RELATIVE_AREA_RANGES, TEST.PLOT_PER_CLASS_AP."""
+    """CXRCOCOEvaluator set up from TEST.SIZE_BUCKETS, TEST.RELATIVE_AREA_RANGES, TEST.PLOT_PER_CLASS_AP;
+    the chart goes to OUTPUT_DIR, next to eval_results.json."""
     return CXRCOCOEvaluator(
         dataset_name,
         output_dir=output_folder,
         size_buckets=cfg.TEST.SIZE_BUCKETS,
         relative_area_ranges=tuple(cfg.TEST.RELATIVE_AREA_RANGES),
         plot_per_class_ap=cfg.TEST.PLOT_PER_CLASS_AP,
+        plot_dir=cfg.OUTPUT_DIR,
     )

@@ -19,14 +19,10 @@ The BCE is summed over the C foreground classes (CoDet also sums the background 
 that only adds log 2) and averaged over the query images in groups. Everything is batched over groups
 and queries with einsum; there is no Python loop over proposals, queries or groups.
 """
-import logging
-
 import fvcore.nn.weight_init as weight_init
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-logger = logging.getLogger(__name__)
 
 
 def check_concept_group_size(group_size: int) -> None:

@@ -31,6 +31,8 @@ DATASET_FOLDER = "vindr_cxr"
 DEFAULT_VAL_FRACTION = 0.06  # the paper's 94:6 split: 14,100 train / 900 val of 15,000
 DICOM_SUFFIXES = (".dicom", ".dcm")
 SIZE_COLUMNS = ["original_width", "original_height", "width", "height"]
+# CSV-only output without image sizes cannot be loaded for training, so it never lands in annotations/.
+UNSIZED_ANNOTATIONS_FOLDER = "annotations_without_sizes"
 # Output split -> source split of the release it comes from.
 OUTPUT_SPLITS = {"train": "train", "val": "train", "test": "test"}
 
@@ -56,7 +58,7 @@ def convert_vindr(source: Path, out_root: Path, options: VindrConversionOptions)
     """Convert the release at `source` into `out_root/vindr_cxr`; returns (and writes) the report."""
     release = locate_release(Path(source), options.layout)
     dataset_dir = Path(out_root) / DATASET_FOLDER
-    ensure_outside_source(dataset_dir, release.root)
+    ensure_outside_source(dataset_dir, release.source_tree)
     dataset_dir.mkdir(parents=True, exist_ok=True)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
     report = ConversionReport(VINDR_CXR_CLASSES, settings={"source": str(source), "layout": release.layout, **settings})
@@ -70,7 +72,13 @@ def convert_vindr(source: Path, out_root: Path, options: VindrConversionOptions)
     if release.layout == KAGGLE:
         report.notes.append("the Kaggle release has no test annotations; vindr_cxr_test was not written")
     coco = build_vindr_coco(readers, sizes, options, report)
-    annotations_dir = dataset_dir / "annotations"
+    annotations_dir = dataset_dir / ("annotations" if sizes is not None else UNSIZED_ANNOTATIONS_FOLDER)
+    if sizes is None:
+        report.notes.append(
+            f"no image sizes (--csv-only without --size-table): boxes are in original DICOM pixels and sizes are "
+            f"null, so the JSON files went to {annotations_dir}, not where vindr_cxr_* read; they document the "
+            "annotation logic but cannot be loaded for training"
+        )
     annotations_dir.mkdir(parents=True, exist_ok=True)
     for split, data in coco.items():
         with open(annotations_dir / f"vindr_cxr_{split}.json", "w") as f:
@@ -174,8 +182,8 @@ def build_vindr_coco(
         fused[split] = _scale_to_output(table, sizes)
         report.count_boxes(split, "out", table["category_id"])
 
-    next_id = iter(range(10**9))
-    numeric_ids = {image_id: next(next_id) for split in image_ids for image_id in image_ids[split]}
+    in_order = [image_id for split in image_ids for image_id in image_ids[split]]
+    numeric_ids = {image_id: number for number, image_id in enumerate(in_order)}
     labels = {split: _labels_per_image(table) for split, table in fused.items()}
     train_ids, val_ids = split_train_val(
         image_ids["train"], [labels["train"].get(i, []) for i in image_ids["train"]], options.val_fraction, options.seed
@@ -203,8 +211,8 @@ def _images_with_size(image_ids: List[str], boxes: pd.DataFrame, sizes, report: 
         box_counts = boxes[boxes["image_id"].isin(set(missing))].groupby("image_id").size()
         for image_id in missing:
             report.skip(
-                f"no image size (not in the size table, or its DICOM was not converted); "
-                f"image left out with its {int(box_counts.get(image_id, 0))} reader boxes",
+                "no image size (not in the size table, or its DICOM was not converted); image left out",
+                detail=f"with its {int(box_counts.get(image_id, 0))} reader boxes",
                 image_id=image_id,
             )
     present = set(image_ids) - set(missing)

@@ -43,6 +43,7 @@ class VindrRelease:
     annotation_files: Dict[str, Path]
     dicom_dirs: Dict[str, Path]
     image_label_files: Dict[str, Path]
+    source_tree: Path  # never written to: the release folder, or the DICOM folder beside a bare CSV
 
 
 @dataclass
@@ -86,20 +87,21 @@ def _physionet_release(source: Path) -> Optional[VindrRelease]:
             for s in splits
             if (annotations / f"image_labels_{s}.csv").is_file()
         },
+        source_tree=source,
     )
 
 
 def _kaggle_release(source: Path) -> Optional[VindrRelease]:
     if source.is_file():
-        csv, root = source, source.parent
+        csv, root, tree = source, source.parent, source.parent / "train"
     else:
         candidates = [source / name for name in ("train.csv", "train.csv.gz") if (source / name).is_file()]
         if not candidates:
             return None
-        csv, root = candidates[0], source
+        csv, root, tree = candidates[0], source, source
     return VindrRelease(
         layout=KAGGLE, root=root, annotation_files={"train": csv}, dicom_dirs={"train": root / "train"},
-        image_label_files={},
+        image_label_files={}, source_tree=tree,
     )
 
 

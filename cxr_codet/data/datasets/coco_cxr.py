@@ -31,10 +31,14 @@ _CLIPPED = "clipped to the image"
 _EXAMPLES_PER_REASON = 3
 
 
+def _missing(what: str, hint: Optional[str]) -> FileNotFoundError:
+    return FileNotFoundError(f"{what} does not exist." + (f" {hint}" if hint else ""))
+
+
 def _read_coco_json(json_file: str, missing_files_hint: Optional[str]) -> dict:
+    """The parsed file, with its three top-level lists checked."""
     if not os.path.isfile(json_file):
-        hint = f" {missing_files_hint}" if missing_files_hint else ""
-        raise FileNotFoundError(f"COCO annotation file {json_file} does not exist.{hint}")
+        raise _missing(f"COCO annotation file {json_file}", missing_files_hint)
     try:
         with open(json_file, encoding="utf-8") as f:
             coco = json.load(f)
@@ -116,7 +120,52 @@ def _checked_box(ann: dict, record: dict, json_file: str):
     return [cx0, cy0, cx1 - cx0, cy1 - cy0], (_CLIPPED if clipped else None)
 
 
+def _image_records(images: List[dict], image_root: str, json_file: str) -> Dict[object, dict]:
+    """image id -> record, in file order."""
+    records = {}
+    for position, image in enumerate(images):
+        if image.get("id") is None:
+            raise ValueError(f"{json_file}: image entry #{position} (file {image.get('file_name')!r}) has no 'id'")
+        record = _image_record(image, image_root, json_file)
+        if record["image_id"] in records:
+            raise ValueError(f"{json_file}: duplicate image id {record['image_id']}")
+        records[record["image_id"]] = record
+    return records
+
+
+def _add_annotations(annotations: List[dict], records: Dict[object, dict], id_map: Dict[int, int], json_file: str):
+    """Append each valid box to its image's record; skipped and clipped boxes are counted and reported."""
+    counts, examples = Counter(), {}
+    for ann in annotations:
+        ann_id, image_id = ann.get("id"), ann.get("image_id")
+        record = records.get(image_id)
+        if record is None:
+            raise ValueError(f"{json_file}: annotation id {ann_id} refers to unknown image id {image_id}")
+        if ann.get("category_id") not in id_map:
+            raise ValueError(
+                f"{json_file}: annotation id {ann_id} (image id {image_id}) has unknown "
+                f"category id {ann.get('category_id')}; known ids: {sorted(id_map)}"
+            )
+        box, reason = _checked_box(ann, record, json_file)
+        if reason is not None:
+            counts[reason] += 1
+            reason_examples = examples.setdefault(reason, [])
+            if len(reason_examples) < _EXAMPLES_PER_REASON:
+                reason_examples.append(f"annotation {ann_id} of image {image_id}")
+        if box is not None:
+            record["annotations"].append(
+                {
+                    "bbox": box,
+                    "bbox_mode": BoxMode.XYWH_ABS,
+                    "category_id": id_map[ann["category_id"]],
+                    "iscrowd": int(ann.get("iscrowd", 0)),
+                }
+            )
+    _warn_about_boxes(json_file, counts, examples)
+
+
 def _warn_about_boxes(json_file: str, counts: Counter, examples: Dict[str, List[str]]) -> None:
+    """One warning for the whole file: how many boxes were skipped or clipped, why, with examples."""
     if not counts:
         return
     parts = []
@@ -141,46 +190,10 @@ def load_cxr_coco_json(
     class_names = list(class_names)
     coco = _read_coco_json(json_file, missing_files_hint)
     if not os.path.isdir(image_root):
-        hint = f" {missing_files_hint}" if missing_files_hint else ""
-        raise FileNotFoundError(f"image folder {image_root} of {json_file} does not exist.{hint}")
+        raise _missing(f"image folder {image_root} of {json_file}", missing_files_hint)
     id_map = _contiguous_category_ids(coco["categories"], class_names, json_file)
-
-    records = {}
-    for position, image in enumerate(coco["images"]):
-        if image.get("id") is None:
-            raise ValueError(f"{json_file}: image entry #{position} (file {image.get('file_name')!r}) has no 'id'")
-        record = _image_record(image, image_root, json_file)
-        if record["image_id"] in records:
-            raise ValueError(f"{json_file}: duplicate image id {record['image_id']}")
-        records[record["image_id"]] = record
-
-    counts, examples = Counter(), {}
-    for ann in coco["annotations"]:
-        record = records.get(ann.get("image_id"))
-        if record is None:
-            raise ValueError(f"{json_file}: annotation id {ann.get('id')} refers to unknown image id {ann.get('image_id')}")
-        if ann.get("category_id") not in id_map:
-            raise ValueError(
-                f"{json_file}: annotation id {ann.get('id')} (image id {ann.get('image_id')}) has unknown "
-                f"category id {ann.get('category_id')}; known ids: {sorted(id_map)}"
-            )
-        box, reason = _checked_box(ann, record, json_file)
-        if reason is not None:
-            counts[reason] += 1
-            reason_examples = examples.setdefault(reason, [])
-            if len(reason_examples) < _EXAMPLES_PER_REASON:
-                reason_examples.append(f"annotation {ann.get('id')} of image {ann.get('image_id')}")
-        if box is None:
-            continue
-        record["annotations"].append(
-            {
-                "bbox": box,
-                "bbox_mode": BoxMode.XYWH_ABS,
-                "category_id": id_map[ann["category_id"]],
-                "iscrowd": int(ann.get("iscrowd", 0)),
-            }
-        )
-    _warn_about_boxes(json_file, counts, examples)
+    records = _image_records(coco["images"], image_root, json_file)
+    _add_annotations(coco["annotations"], records, id_map, json_file)
 
     dataset_dicts = list(records.values())
     for record in dataset_dicts:
@@ -199,9 +212,12 @@ def register_cxr_coco(name: str, json_file: str, image_root: str, class_names=VI
     create the files) is also appended to the error raised when the files are missing.
     """
     hint = extra_metadata.get("missing_files_hint")
-    DatasetCatalog.register(
-        name, lambda: load_cxr_coco_json(json_file, image_root, class_names, dataset_name=name, missing_files_hint=hint)
-    )
+
+    def load():
+        return load_cxr_coco_json(json_file, image_root, class_names, dataset_name=name, missing_files_hint=hint)
+
+    DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(
-        thing_classes=list(class_names), evaluator_type="coco", json_file=json_file, image_root=image_root, **extra_metadata
+        thing_classes=list(class_names), evaluator_type="coco", json_file=json_file, image_root=image_root,
+        **extra_metadata,
     )

@@ -29,7 +29,7 @@ from .phantom_render import render_phantom_image
 logger = logging.getLogger(__name__)
 
 # Bump when the renderer changes what it draws: old splits then live in other folders and are not reused.
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2
 NORMAL_FRACTION = 0.2  # share of "No finding" images in every split
 
 # name -> (num_images, image_size, seed)
@@ -77,11 +77,12 @@ def write_cxr_phantom(out_dir: str, num_images: int, image_size: int, seed: int)
         raise ValueError(f"cxr_phantom needs num_images >= 1 and image_size >= 64, got {num_images}, {image_size}")
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir)
-    images, annotations = [], []
+    images, annotations, unplaced = [], [], 0
     start = time.perf_counter()
     plan = phantom_split_plan(num_images, seed)
     for index, primary in enumerate(tqdm(plan, desc="cxr_phantom", leave=False, disable=None)):
         sample = render_phantom_image(image_size, seed, index, primary)
+        unplaced += len(sample.unplaced)
         entry = _image_entry(index, image_size, sample.findings)
         if not cv2.imwrite(os.path.join(image_dir, entry["file_name"]), sample.image, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
             raise OSError(f"could not write {os.path.join(image_dir, entry['file_name'])}")
@@ -113,7 +114,7 @@ def write_cxr_phantom(out_dir: str, num_images: int, image_size: int, seed: int)
         json.dump(coco, f, indent=1)
     logger.info(
         f"Generated cxr_phantom split {out_dir}: {num_images} images, {len(annotations)} boxes "
-        f"in {time.perf_counter() - start:.1f} s"
+        f"in {time.perf_counter() - start:.1f} s; {unplaced} planned findings found no room and were not drawn"
     )
 
 

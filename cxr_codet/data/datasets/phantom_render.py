@@ -7,7 +7,7 @@ location, draws its own appearance as an additive layer (optionally hiding lung 
 pixels that make up the visible lesion; its box is the tight box of those pixels. Exposure, contrast, blur and
 noise vary per image. The same seed always gives the same image.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import cv2
@@ -37,6 +37,7 @@ class PhantomImage:
     image: np.ndarray
     boxes: List[Tuple[int, List[int]]]
     background: Optional[np.ndarray] = None  # the same image rendered without lesions, when requested
+    unplaced: List[int] = field(default_factory=list)  # planned findings that found no room (not drawn, no box)
 
     @property
     def findings(self) -> List[str]:
@@ -79,8 +80,7 @@ class Canvas:
         self.diaphragm_top = min(base - self.dome for _, _, _, _, _, base in self.lungs)
         self.lung_r = [self._lung_radius(lung) for lung in self.lungs]
         self.lung_shape = [self._lung_shape(k) for k in range(2)]
-        self.heart_half_width = rng.uniform(0.135, 0.15) * scale
-        self.heart = self.heart_mask(self.heart_half_width)
+        self.heart = self.heart_mask(rng.uniform(0.135, 0.15) * scale)
         self.mediastinum = self._mediastinum()
         self.knob_radius = rng.uniform(0.026, 0.032) * scale
         self.knob_center = (self.mid_x + 0.055 * scale, self.lungs[1][2] - 0.55 * self.lungs[1][4])
@@ -108,6 +108,7 @@ class Canvas:
         return base - self.dome * np.clip(1.0 - ((self.x - cx) / ax) ** 2, 0.0, 1.0)
 
     def _lung_shape(self, k):
+        """Lung k (0..1) inside its outline and above its hemidiaphragm, before anything is laid over it."""
         r = self.lung_r[k]
         return _soft((1.0 - r) * self.lungs[k][3], 0.006) * _soft(self.diaphragm_y(k) - self.y, 0.006)
 
@@ -119,6 +120,7 @@ class Canvas:
         return _soft((1.0 - r) * half_width, 0.006) * _soft(self.diaphragm_top + 0.01 - self.y, 0.004)
 
     def _mediastinum(self):
+        """The central soft-tissue column, widening toward the heart."""
         half_width = 0.05 + 0.03 * np.clip((self.y - 0.25) / 0.3, 0.0, 1.0)
         return _soft(half_width - np.abs(self.x - self.mid_x), 0.008) * _soft(self.y - 0.05, 0.02)
 
@@ -149,7 +151,7 @@ class Canvas:
         body = np.maximum(torso, neck)
         tissue = 0.03 + 0.39 * body
         below = np.minimum(_soft(y - self.diaphragm_y(0), 0.01), _soft(y - self.diaphragm_y(1), 0.01))
-        abdomen = below * _soft(np.abs(x - self.mid_x) * -1 + 0.40, 0.03)
+        abdomen = below * _soft(0.40 - np.abs(x - self.mid_x), 0.03)
         tissue += 0.05 * abdomen * body
         tissue += 0.03 * self.heart + 0.05 * self.mediastinum + 0.05 * self.knob
         spine = _soft(0.032 - np.abs(x - self.mid_x), 0.006) * _soft(y - 0.04, 0.02)
@@ -159,13 +161,14 @@ class Canvas:
         phase = (y + 0.45 * lateral - 1.6 * lateral ** 2) / rng.uniform(0.065, 0.078) + rng.uniform(0, 1)
         ribs = np.clip((np.cos(2 * np.pi * phase) - 0.35) / 0.65, 0.0, 1.0)
         over_lungs = 0.3 + 0.7 * np.maximum(self.lung_shape[0], self.lung_shape[1])
-        tissue += 0.05 * ribs * body * over_lungs * _soft(lateral - 0.03, 0.01) * _soft(self.diaphragm_top + 0.04 - y, 0.02)
+        above_diaphragm = _soft(self.diaphragm_top + 0.04 - y, 0.02)
+        tissue += 0.05 * ribs * body * over_lungs * _soft(lateral - 0.03, 0.01) * above_diaphragm
         # Clavicles: oblique bands from the sternal notch up to the shoulders.
         for side in (-1, 1):
             along = side * (x - self.mid_x)
             centre_y = 0.2 * scale - 0.25 * along + 0.35 * along ** 2
-            clavicle = _soft(0.012 - np.abs(y - centre_y), 0.004) * _soft(along - 0.04, 0.01) * _soft(0.36 - along, 0.02)
-            tissue += 0.12 * clavicle
+            span = _soft(along - 0.04, 0.01) * _soft(0.36 - along, 0.02)
+            tissue += 0.12 * _soft(0.012 - np.abs(y - centre_y), 0.004) * span
         return tissue.astype(np.float32)
 
     # -- placement -----------------------------------------------------------------------------------------
@@ -443,6 +446,7 @@ _MULTI_INSTANCE = ("Nodule/Mass", "Calcification")
 
 
 def _tight_box(extent: np.ndarray) -> Optional[List[int]]:
+    """[x, y, w, h] in whole pixels around the True pixels of `extent`; None when there are none."""
     rows, cols = np.flatnonzero(extent.any(axis=1)), np.flatnonzero(extent.any(axis=0))
     if rows.size == 0:
         return None
@@ -500,6 +504,7 @@ def render_phantom_image(
     add = np.zeros((size, size), np.float32)
     hidden = np.zeros((size, size), np.float32)
     boxes: List[Tuple[int, List[int]]] = []
+    unplaced: List[int] = []
     findings = _choose_findings(rng, primary)
     findings.sort(key=lambda c: VINDR_CXR_CLASSES[c] not in _DRAW_FIRST)
     for category in findings:
@@ -510,6 +515,7 @@ def render_phantom_image(
             if box is not None and _overlap_fraction(box, [b for _, b in boxes]) <= MAX_BOX_OVERLAP:
                 break
         else:
+            unplaced.append(category)
             continue
         add += layer.add
         if layer.hide_markings is not None:
@@ -523,4 +529,4 @@ def render_phantom_image(
     if with_background:
         background = _expose(anatomy + MARKING_CONTRAST * lung * canvas.markings, exposure, noise)
     boxes.sort(key=lambda item: (item[0], item[1]))
-    return PhantomImage(image=image, boxes=boxes, background=background)
+    return PhantomImage(image=image, boxes=boxes, background=background, unplaced=unplaced)

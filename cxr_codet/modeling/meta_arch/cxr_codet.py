@@ -59,11 +59,9 @@ class CXRCoDet(GeneralizedRCNN):
 
     @classmethod
     def from_config(cls, cfg):
-        co_occurrence_on = cfg.MODEL.ROI_BOX_HEAD.CO_OCCURRENCE_ON
-        if co_occurrence_on:
-            check_concept_group_size(cfg.DATALOADER.CONCEPT_GROUP_SIZE)
-        ret = super().from_config(cfg)
-        ret["concept_group_size"] = cfg.DATALOADER.CONCEPT_GROUP_SIZE if co_occurrence_on else 0
+        ret = super().from_config(cfg)  # the ROI heads refuse a CONCEPT_GROUP_SIZE below 2
+        on = cfg.MODEL.ROI_BOX_HEAD.CO_OCCURRENCE_ON
+        ret["concept_group_size"] = cfg.DATALOADER.CONCEPT_GROUP_SIZE if on else 0
         ret["class_name_encoder"] = ClassNameEncoder(cfg)
         ret["training_class_names"] = read_training_class_names(cfg)
         return ret

@@ -4,15 +4,12 @@ One region-feature pass serves both losses: per image, the proposals sampled for
 top-N proposals (by objectness, detached boxes) of images in concept groups are pooled together, so the
 co-occurrence branch reuses the box head instead of running it a second time.
 """
-import logging
 from typing import List, Optional
 
 import torch
 from detectron2.structures import Boxes, Instances
 
 from ..similarity_head import CoOccurrenceHead
-
-logger = logging.getLogger(__name__)
 
 
 def build_co_occurrence_head(cfg) -> Optional[CoOccurrenceHead]:
@@ -92,15 +89,22 @@ class CoOccurrenceBranchMixin:
         if top_features is None:
             return sum(p.sum() for p in head.parameters()) * 0.0
         classifier = self.box_predictor.cls_score
+        largest = int(concept_groups.concept_ids.max())
+        if largest >= classifier.num_training_classes:
+            raise ValueError(
+                f"concept_id {largest} in the batch is not a training class (ids 0..{classifier.num_training_classes - 1})"
+            )
         projected = classifier.project(top_features)  # [sum n_i, D]
-        num_images, num_props = len(top_counts), head.num_proposals
-        counts = torch.as_tensor(top_counts, device=projected.device)
-        image_index = torch.repeat_interleave(torch.arange(num_images, device=projected.device), counts)
-        starts = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(len(projected), device=projected.device) - torch.repeat_interleave(starts, counts)
+        device, num_images, num_props = projected.device, len(top_counts), head.num_proposals
+        # Row r of `projected` goes to (image_index[r], slot[r]) of the zero-padded [images, N, D] tensor;
+        # the indices are built on the CPU from the counts, so no device synchronisation is needed.
+        counts = torch.as_tensor(top_counts)
+        image_index = torch.repeat_interleave(torch.arange(num_images), counts)
+        slot = torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        image_index, slot = image_index.to(device), slot.to(device)
         padded = projected.new_zeros(num_images, num_props, projected.shape[1])
         padded = padded.index_put((image_index, slot), projected)
-        valid = torch.zeros(num_images, num_props, dtype=torch.bool, device=projected.device)
+        valid = torch.zeros(num_images, num_props, dtype=torch.bool, device=device)
         valid[image_index, slot] = True
-        groups = concept_groups.image_indices.to(projected.device)
-        return head(padded[groups], valid[groups], concept_groups.concept_ids.to(projected.device), classifier)
+        groups = concept_groups.image_indices.to(device)
+        return head(padded[groups], valid[groups], concept_groups.concept_ids.to(device), classifier)

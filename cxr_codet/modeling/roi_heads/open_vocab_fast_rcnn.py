@@ -11,7 +11,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from torch import nn
 
-from ..classifier import OpenVocabularyClassifier
+from ..classifier import OpenVocabularyClassifier, normalized_class_embeddings
 from ..vocabulary import training_class_embeddings
 
 
@@ -75,7 +75,7 @@ class OpenVocabularyOutputLayers(FastRCNNOutputLayers):
 
     def set_vocabulary(self, embeddings: torch.Tensor) -> None:
         """Score with `embeddings` ([C', D]) at inference; class-specific box regression needs C' = C."""
-        num_new = embeddings.shape[0] if embeddings.dim() == 2 else -1
+        num_new = normalized_class_embeddings(embeddings, "test vocabulary embeddings").shape[0]
         if not self.class_agnostic_box_regression and num_new != self.num_classes:
             raise ValueError(
                 f"cannot switch to a vocabulary of {num_new} classes: the box regression is class-specific "
