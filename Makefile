@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 
-DEMO_CONFIG ?= configs/phantom/faster_rcnn_R18_FPN_phantom.yaml
-DEMO_OUTPUT ?= output/demo
+DEMO_CONFIG ?= configs/phantom/cxr_codet_R18_FPN_phantom.yaml
+DEMO_OUTPUT ?= output/demo/cxr_codet_R18_FPN_phantom
 
 .PHONY: install demo test clean-venv
 
@@ -16,7 +16,6 @@ install: $(STAMP)
 # dependencies, then detectron2's Python sources (scripts/install_detectron2.sh explains why).
 $(STAMP): setup.py constraints.txt scripts/install_detectron2.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt torch torchvision
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	bash scripts/install_detectron2.sh $(PY)

@@ -11,7 +11,6 @@ setup(
     version="0.1.0",
     description="CXR-CoDet: co-occurrence guided region-word alignment for chest X-ray detection",
     packages=find_packages(include=("cxr_codet", "cxr_codet.*")),
-    package_data={"cxr_codet": ["metadata/*.json"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.0",

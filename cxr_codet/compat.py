@@ -67,9 +67,11 @@ def _install_c_extension_stub() -> None:
 
 
 def _silence_torchscript_deprecation() -> None:
-    """torch >= 2.10 warns on every `torch.jit.script` call, which v0.6 makes at import time for a
-    handful of box utilities; the warning says nothing actionable to our users."""
+    """Hide two torch deprecation warnings that v0.6 triggers on every run and that say nothing
+    actionable to our users: `torch.jit.script` (called at import time) and `torch.meshgrid`."""
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    # v0.6's anchor generator calls torch.meshgrid without `indexing` (its "ij" default is what it wants).
+    warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
 
 
 def _patch_pillow() -> None:

@@ -212,9 +212,9 @@ def test_evaluators_by_dataset_selects_and_combines_evaluators(tmp_path):
 
 def test_evaluators_by_dataset_combines_several(tmp_path):
     name = _register(tmp_path, _records())
-    EVALUATOR_REGISTRY._obj_map.setdefault("test_always_empty", lambda cfg, d, o: LocalizationEvaluator(d))
-    cfg = _cfg(**{"TEST.EVALUATORS_BY_DATASET": [[name, "localization", "test_always_empty"]]})
-    assert isinstance(build_configured_evaluator(cfg, name, str(tmp_path)), DatasetEvaluators)
+    cfg = _cfg(**{"TEST.EVALUATORS_BY_DATASET": [[name, "localization", "localization"]]})
+    combined = build_configured_evaluator(cfg, name, str(tmp_path))
+    assert isinstance(combined, DatasetEvaluators) and len(combined._evaluators) == 2
 
 
 @pytest.mark.parametrize("entries, message", [

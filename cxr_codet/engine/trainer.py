@@ -20,6 +20,7 @@ from detectron2.utils.logger import setup_logger
 from ..compat import create_ddp_model
 from ..data.build import build_cxr_test_loader, build_cxr_train_loader
 from ..evaluation import build_evaluator, write_eval_results
+from ..modeling.checkpoint_init import init_from_cfg
 from .checkpoint import AtomicDetectionCheckpointer
 from .optimizer import build_optimizer
 
@@ -76,9 +77,13 @@ class CXRTrainer(DefaultTrainer):
         return hook_list
 
     def resume_or_load(self, resume=True):
-        """Load the last checkpoint (resume) or MODEL.WEIGHTS; on resume, drop metrics.json lines of
-        iterations that the interrupted run logged after its last checkpoint, so they are not doubled."""
+        """Load the last checkpoint (resume) or MODEL.WEIGHTS and then MODEL.INIT.WEIGHTS; on resume,
+        drop metrics.json lines of iterations that the interrupted run logged after its last
+        checkpoint, so they are not doubled."""
         super().resume_or_load(resume=resume)
+        if not (resume and self.checkpointer.has_checkpoint()):
+            # A fresh run: also start from a pretrained detector (MODEL.INIT.WEIGHTS) if one is set.
+            init_from_cfg(_bare(self.model), self.cfg)
         if resume and comm.is_main_process():
             truncate_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
 
@@ -107,7 +112,7 @@ class CXRTrainer(DefaultTrainer):
         first when cfg.MODEL.TEST_VOCABULARY_FROM_DATASET is on.
         """
         results = OrderedDict()
-        bare_model = model.module if hasattr(model, "module") else model
+        bare_model = _bare(model)
         for idx, dataset_name in enumerate(cfg.DATASETS.TEST):
             if _uses_dataset_vocabulary(cfg, bare_model):
                 bare_model.set_test_vocabulary(MetadataCatalog.get(dataset_name).thing_classes)
@@ -140,6 +145,11 @@ def truncate_metrics(path: str, start_iter: int) -> int:
         with open(path, "w") as f:
             f.writelines(kept)
     return dropped
+
+
+def _bare(model):
+    """The model inside a DistributedDataParallel wrapper, or the model itself."""
+    return model.module if hasattr(model, "module") else model
 
 
 def _uses_dataset_vocabulary(cfg, model) -> bool:

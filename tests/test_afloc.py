@@ -1,0 +1,240 @@
+"""AFLoc: GLoRIA localized matching against a loop-by-loop reference and hand-computed cases, the symmetric
+contrastive loss, composed reports, and the registered meta-architecture on tiny phantom inputs (training
+losses, frozen text encoder outside the checkpoint, prompt heat maps and boxes at inference, test
+vocabularies, phrases, an evaluation through CXRTrainer.test into eval_results.json)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
+from torch.nn import functional as F
+
+from cxr_codet import add_cxr_codet_config
+from cxr_codet.data.build import build_cxr_test_loader, build_cxr_train_loader
+from cxr_codet.data.classes import NIH_CXR14_BBOX_CLASSES, VINDR_CXR_CLASSES
+from cxr_codet.data.descriptions import compose_report
+from cxr_codet.engine.trainer import CXRTrainer
+from cxr_codet.evaluation import read_eval_results
+from cxr_codet.evaluation.localization_evaluation import build_configured_evaluator
+from cxr_codet.modeling.side_heads import AFLoc, localized_scores, symmetric_contrastive_loss
+from cxr_codet.modeling.side_heads.afloc import positives_by_key
+
+CONFIG = "configs/phantom/afloc_R18_phantom.yaml"
+TINY_SIZE = 64
+
+
+def afloc_cfg(*overrides):
+    """The phantom AFLoc config shrunk for tests: tiny splits, 64 px, a narrow joint space."""
+    cfg = get_cfg()
+    add_cxr_codet_config(cfg)
+    cfg.merge_from_file(CONFIG)
+    cfg.merge_from_list([
+        "DATASETS.TRAIN", ("cxr_phantom_tiny_train",), "DATASETS.TEST", ("cxr_phantom_tiny_val",),
+        "INPUT.MIN_SIZE_TRAIN", (TINY_SIZE,), "INPUT.MAX_SIZE_TRAIN", TINY_SIZE,
+        "INPUT.MIN_SIZE_TEST", TINY_SIZE, "INPUT.MAX_SIZE_TEST", TINY_SIZE,
+        "MODEL.AFLOC.EMBED_DIM", 32, "SOLVER.IMS_PER_BATCH", 4, "DATALOADER.NUM_WORKERS", 0, "SEED", 0,
+        "MODEL.DEVICE", "cpu", *overrides,
+    ])
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(afloc_cfg())
+
+
+@pytest.fixture(scope="module")
+def train_batch():
+    cfg = afloc_cfg()
+    return next(iter(build_cxr_train_loader(cfg)))
+
+
+def reference_scores(region_map, units, unit_mask, tau1, tau2):
+    """GLoRIA's localized matching written loop by loop, one (image, text) pair at a time."""
+    scores = torch.zeros(region_map.shape[0], units.shape[0])
+    for i in range(region_map.shape[0]):
+        regions = region_map[i].flatten(1).t()  # [N, D]
+        for t in range(units.shape[0]):
+            text_units = units[t][unit_mask[t]]  # [U, D]
+            over_units = (regions @ text_units.t()).softmax(dim=1)
+            over_regions = (tau1 * over_units).softmax(dim=0)
+            context = over_regions.t() @ regions
+            cosines = F.cosine_similarity(text_units, context, dim=1)
+            scores[i, t] = torch.log(torch.exp(tau2 * cosines).sum())
+    return scores
+
+
+def test_localized_scores_match_the_loop_reference_and_ignore_padding():
+    torch.manual_seed(0)
+    region_map, units = torch.randn(3, 8, 4, 5), torch.randn(2, 6, 8)
+    mask = torch.tensor([[True] * 6, [True, True, True, False, False, False]])
+    scores = localized_scores(region_map, units, mask, tau1=4.0, tau2=5.0)
+    torch.testing.assert_close(scores, reference_scores(region_map, units, mask, 4.0, 5.0))
+    padded_units = units.clone()
+    padded_units[1, 3:] = 100.0  # padding content must not matter
+    torch.testing.assert_close(localized_scores(region_map, padded_units, mask, 4.0, 5.0), scores)
+
+
+def test_localized_scores_of_a_single_region_by_hand():
+    # One region: every unit attends to it, so score = log sum_w exp(tau2 * cos(e_w, q)).
+    region = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    units = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    score = localized_scores(region, units, torch.ones(1, 2, dtype=torch.bool), tau1=4.0, tau2=5.0)
+    assert score.item() == pytest.approx(math.log(math.exp(5.0) + math.exp(0.0)))
+
+
+def test_localized_scores_reject_texts_without_units():
+    with pytest.raises(ValueError, match="at least one valid unit"):
+        localized_scores(torch.randn(1, 2, 2, 2), torch.randn(2, 3, 2), torch.tensor([[True] * 3, [False] * 3]), 4, 5)
+
+
+def test_symmetric_contrastive_loss_by_hand_and_with_duplicate_pairs():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    expected = -math.log(math.exp(2) / (math.exp(2) + 1))
+    assert symmetric_contrastive_loss(logits, torch.eye(2, dtype=torch.bool)).item() == pytest.approx(expected)
+    same = torch.ones(2, 2, dtype=torch.bool)  # two images of the same findings: both pairs match
+    flat = torch.zeros(2, 2)
+    assert symmetric_contrastive_loss(flat, same).item() == pytest.approx(math.log(2))
+    assert symmetric_contrastive_loss(flat, same) < symmetric_contrastive_loss(logits.flip(1), same) + 1e-6
+    with pytest.raises(ValueError, match="diagonal"):
+        symmetric_contrastive_loss(flat, torch.zeros(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="square logits"):
+        symmetric_contrastive_loss(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool))
+
+
+def test_positives_by_key_pairs_equal_findings():
+    keys = [("findings", (1, 3)), ("findings", ()), ("findings", (1, 3))]
+    assert positives_by_key(keys).tolist() == [[True, False, True], [False, True, False], [True, False, True]]
+
+
+def test_model_is_registered_with_its_taps_and_keeps_the_text_encoder_out_of_the_checkpoint(model):
+    assert isinstance(model, AFLoc)
+    assert model.word_projection.in_channels == 128 and model.sentence_projection.in_channels == 256  # R-18
+    assert model.global_projection.in_features == 512 and model.text_projection.out_features == 32
+    assert not any(key.startswith("text") and "projection" not in key for key in model.state_dict())
+    assert all("encoder" not in name for name, _ in model.named_parameters())
+    assert model.text.encoder.dim == 384  # all-MiniLM-L6-v2, frozen
+    assert not any(p.requires_grad for p in model.text.encoder.parameters())
+
+
+def test_missing_backbone_tap_is_a_clear_error():
+    cfg = afloc_cfg("MODEL.RESNETS.OUT_FEATURES", ["res3", "res4"])
+    with pytest.raises(ValueError, match=r"AFLoc reads backbone outputs \{'global': 'res5'\}"):
+        build_model(cfg)
+
+
+def test_training_reports_are_composed_from_findings(model):
+    report, key = model.training_report({"image_labels": [10, 3]})
+    assert key == ("findings", (3, 10))
+    assert report in {compose_report(["Cardiomegaly", "Pleural effusion"], g) for g in ("elaborate", "unelaborate")}
+    assert model.training_report({"report": "FINDINGS: Small nodule.", "image_labels": [8]}) == (
+        "FINDINGS: Small nodule.", ("report", "FINDINGS: Small nodule."))
+    with pytest.raises(ValueError, match="neither 'image_labels' nor 'instances'"):
+        model.training_report({"file_name": "a.png"})
+    with pytest.raises(ValueError, match=r"finding ids \[20\] outside 0..13"):
+        model.training_report({"file_name": "a.png", "image_labels": [20]})
+
+
+def test_training_gives_three_finite_losses_with_gradients(model, train_batch):
+    model.train()
+    losses = model(train_batch)
+    assert set(losses) == {"loss_afloc_word", "loss_afloc_sentence", "loss_afloc_report"}
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    model.zero_grad()
+    sum(losses.values()).backward()
+    for module in (model.word_projection, model.sentence_projection, model.global_projection,
+                   model.text_projection, model.backbone.stem):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+    with pytest.raises(ValueError, match="at least 2 images per batch"):
+        model(train_batch[:1])
+
+
+def test_inference_returns_prompt_maps_and_boxes(model):
+    model.eval()
+    cfg = afloc_cfg()
+    record = next(iter(build_cxr_test_loader(cfg, "cxr_phantom_tiny_val")))
+    [output] = model(record)
+    localization = output["localization"]
+    assert localization["findings"] == list(VINDR_CXR_CLASSES)
+    assert localization["prompts"][10] == "Findings suggesting pleural effusion."
+    heatmaps = localization["heatmaps"]
+    assert heatmaps.shape == (14, 128, 128)  # the original image size, not the 64 px input
+    assert heatmaps.min() == -1.0 and heatmaps.max() == 1.0
+    instances = output["instances"]
+    assert instances.image_size == (128, 128) and len(instances) > 0
+    assert instances.pred_classes.max() < 14 and torch.isfinite(instances.scores).all()
+    boxes = instances.pred_boxes.tensor
+    assert (boxes[:, 2] > boxes[:, 0]).all() and boxes.min() >= 0 and boxes.max() <= 128
+
+
+def test_maps_follow_the_prompt_pipeline(model):
+    """A map is the report vector dotted with the deep map, blurred, upsampled, normalised to [-1, 1]."""
+    model.eval()
+    image = torch.randint(0, 255, (3, TINY_SIZE, TINY_SIZE), dtype=torch.uint8)
+    [output] = model([{"image": image, "height": TINY_SIZE, "width": TINY_SIZE}])
+    with torch.no_grad():
+        images = model.preprocess_image([{"image": image}])
+        grid = model.grid_maps(model.backbone(images.tensor), [output["localization"]["prompts"][0]])[0, 0]
+    from scipy import ndimage
+    blurred = torch.from_numpy(ndimage.gaussian_filter(grid.numpy(), 1.5, mode="reflect"))
+    upsampled = F.interpolate(blurred[None, None], size=(TINY_SIZE, TINY_SIZE), mode="bilinear")[0, 0]
+    expected = 2 * (upsampled - upsampled.min()) / (upsampled.max() - upsampled.min()) - 1
+    torch.testing.assert_close(output["localization"]["heatmaps"][0], expected, atol=1e-4, rtol=0)
+
+
+def test_test_vocabulary_phrases_and_nan_border(model):
+    model.eval()
+    image = torch.randint(0, 255, (3, TINY_SIZE, TINY_SIZE), dtype=torch.uint8)
+    model.set_test_vocabulary(list(NIH_CXR14_BBOX_CLASSES))
+    try:
+        [output] = model([{"image": image, "height": 100, "width": 100}])
+        assert output["localization"]["findings"] == list(NIH_CXR14_BBOX_CLASSES)
+        assert output["localization"]["heatmaps"].shape == (8, 100, 100)
+    finally:
+        model.reset_test_vocabulary()
+    assert model.vocabulary == list(VINDR_CXR_CLASSES)
+    [output] = model([{"image": image, "phrase": "Small nodule in the right upper zone.", "category_name": "Nodule/Mass"}])
+    assert output["localization"]["prompts"] == ["Small nodule in the right upper zone."]
+    assert set(output["instances"].pred_classes.tolist()) <= {8}
+    with pytest.raises(KeyError, match="no description for finding 'Unicorn'"):
+        model.set_test_vocabulary(["Unicorn"])
+    border_model_settings = model.map_settings
+    model.map_settings = type(border_model_settings)(border_fraction=0.125)
+    try:
+        [output] = model([{"image": image}])
+        heatmap = output["localization"]["heatmaps"][0]
+        assert torch.isnan(heatmap[:8]).all() and torch.isnan(heatmap[:, -8:]).all()
+        assert torch.isfinite(heatmap[8:-8, 8:-8]).all()
+    finally:
+        model.map_settings = border_model_settings
+
+
+def test_bimodal_bias_merging_option_gives_finite_maps(model):
+    model.eval()
+    settings = model.map_settings
+    model.map_settings = type(settings)(bbm_enabled=True, bbm_mode="linear")
+    try:
+        [output] = model([{"image": torch.randint(0, 255, (3, TINY_SIZE, TINY_SIZE), dtype=torch.uint8)}])
+    finally:
+        model.map_settings = settings
+    heatmaps = output["localization"]["heatmaps"]
+    assert heatmaps.shape == (14, TINY_SIZE, TINY_SIZE) and torch.isfinite(heatmaps).all()
+
+
+def test_train_and_evaluate_through_the_trainer(tmp_path):
+    cfg = afloc_cfg("SOLVER.MAX_ITER", 2, "SOLVER.WARMUP_ITERS", 1, "SOLVER.STEPS", (), "OUTPUT_DIR", str(tmp_path),
+                    "TEST.LOCALIZATION.BOOTSTRAP_SAMPLES", 20, "TEST.LOCALIZATION.NUM_OVERLAYS", 2,
+                    "TEST.EVALUATORS_BY_DATASET", [["cxr_phantom_tiny_val", "localization"]])
+    trainer = CXRTrainer(cfg)
+    trainer.train()
+    evaluator = build_configured_evaluator(cfg, "cxr_phantom_tiny_val", str(tmp_path / "inference"))
+    CXRTrainer.test(cfg, trainer.model, evaluators=[evaluator])
+    results = read_eval_results(str(tmp_path / "eval_results.json"))["cxr_phantom_tiny_val"]["localization"]
+    scored = sum(len({a["category_id"] for a in r["annotations"]}) for r in DatasetCatalog.get("cxr_phantom_tiny_val"))
+    assert results["num_samples"] == scored
+    assert all(np.isfinite(results[m]) for m in ("IoU", "CNR", "mIoU_2class", "PointingGame"))
+    assert len(list((tmp_path / "inference" / "heatmap_overlays").glob("*.png"))) >= 2
