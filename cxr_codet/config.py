@@ -139,6 +139,9 @@ def _add_side_heads_config(cfg):
     afloc.TAU3 = 10.0
     # Weights of the word-level, sentence-level and report-level contrastive losses.
     afloc.LOSS_WEIGHTS = [1.0, 1.0, 1.0]
+    # Norm after the image projections: "" (none, as AFLoc on pretrained backbones) or "BN" (batch-centred
+    # embeddings, which keeps a from-scratch backbone's nearly parallel features from collapsing).
+    afloc.IMAGE_PROJECTION_NORM = ""
     # Granularities of reports composed from an image's findings (one drawn per image) when it has no "report".
     afloc.REPORT_GRANULARITIES = ["elaborate", "unelaborate"]
 
@@ -151,9 +154,8 @@ def _add_side_heads_config(cfg):
     grounding.NEGATIVES_PER_IMAGE = 2
     # Granularities of the training phrases (one drawn per finding and image), as prompts are built.
     grounding.PHRASE_GRANULARITIES = ["elaborate", "unelaborate"]
-    # Initial scale and bias of the patch-phrase cosine logits (both learned).
-    grounding.LOGIT_SCALE_INIT = 10.0
-    grounding.LOGIT_BIAS_INIT = -4.0
+    # Initial (learned) bias of the cell logits, region-phrase dot product / sqrt(EMBED_DIM) + bias.
+    grounding.LOGIT_BIAS_INIT = -2.0
 
     # Evaluator types (EVALUATOR_REGISTRY names) per test dataset, e.g. [["cxr_phantom_val", "localization", "coco"]];
     # a dataset not listed uses its metadata evaluator_type.

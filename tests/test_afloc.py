@@ -113,9 +113,11 @@ def test_positives_by_key_pairs_equal_findings():
 
 def test_model_is_registered_with_its_taps_and_keeps_the_text_encoder_out_of_the_checkpoint(model):
     assert isinstance(model, AFLoc)
-    assert model.word_projection.in_channels == 128 and model.sentence_projection.in_channels == 256
-    assert model.global_projection.in_features == 512 and model.text_projection.out_features == 32
-    assert not any(key.startswith("text") and "projection" not in key for key in model.state_dict())
+    assert model.word_projection[0].in_channels == 128 and model.sentence_projection[0].in_channels == 256
+    assert model.global_projection[0].in_features == 512 and model.text_projection.out_features == 32
+    assert isinstance(model.global_projection[1], torch.nn.BatchNorm1d)  # IMAGE_PROJECTION_NORM "BN"
+    assert not any(key.startswith("text.") for key in model.state_dict())  # the encoder is no submodule
+    assert {"text_mean", "text_std"} <= set(model.state_dict())  # the fixed word statistics are saved
     assert all("encoder" not in name for name, _ in model.named_parameters())
     assert model.text.encoder.dim == 384  # all-MiniLM-L6-v2, frozen
     assert not any(p.requires_grad for p in model.text.encoder.parameters())
@@ -238,3 +240,39 @@ def test_train_and_evaluate_through_the_trainer(tmp_path):
     assert results["num_samples"] == scored
     assert all(np.isfinite(results[m]) for m in ("IoU", "CNR", "mIoU_2class", "PointingGame"))
     assert len(list((tmp_path / "inference" / "heatmap_overlays").glob("*.png"))) >= 2
+
+
+def test_evaluation_on_the_real_nih_subset_reports_finite_metrics_per_finding(model, shared_data, tmp_path):
+    from detectron2.data import MetadataCatalog
+    from detectron2.evaluation import inference_on_dataset
+
+    from cxr_codet.data.datasets.nih_cxr14 import register_nih_cxr14_bbox
+    from cxr_codet.evaluation.localization_evaluation import LocalizationEvaluator
+
+    [_, _, everything] = register_nih_cxr14_bbox(str(shared_data / "nih-cxr14-bbox"), prefix="nih_afloc_test")
+    records = DatasetCatalog.get(everything)
+    subset = [next(r for r in records if finding in r["image_labels"]) for finding in range(8)]  # one per finding
+    name = "nih_afloc_test_subset"
+    DatasetCatalog.register(name, lambda: [dict(r) for r in subset])
+    MetadataCatalog.get(name).set(thing_classes=list(NIH_CXR14_BBOX_CLASSES), evaluator_type="coco")
+    cfg = afloc_cfg("DATASETS.TEST", (name,))
+    model.eval()
+    model.set_test_vocabulary(list(NIH_CXR14_BBOX_CLASSES))
+    try:
+        evaluator = LocalizationEvaluator(name, str(tmp_path), n_bootstrap=20, num_overlays=1)
+        results = inference_on_dataset(model, build_cxr_test_loader(cfg, name), evaluator)["localization"]
+    finally:
+        model.reset_test_vocabulary()
+    for finding in NIH_CXR14_BBOX_CLASSES:
+        for metric in ("IoU", "CNR", "mIoU_2class", "PointingGame"):
+            assert np.isfinite(results[f"{metric}-{finding}"]), (metric, finding)
+    assert 0 <= results["IoU"] <= 1 and 0 <= results["PointingGame"] <= 1
+    assert results["num_samples"] >= 8
+    overlays = list((tmp_path / "heatmap_overlays").glob("*.png"))
+    assert overlays and all(cv2_shape(p) == (512, 512, 3) for p in overlays)  # drawn on the 512 px image
+
+
+def cv2_shape(path):
+    import cv2
+
+    return cv2.imread(str(path)).shape

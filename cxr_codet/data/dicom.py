@@ -5,6 +5,7 @@ window, then MONOCHROME1 inversion), so the PNG looks like what the radiologist 
 be shrunk, and the returned sizes say how to scale boxes drawn on the original.
 """
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple, Union
@@ -14,6 +15,8 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi
+
+from .image_limits import oversize_problem
 
 PathLike = Union[str, os.PathLike]
 
@@ -80,6 +83,9 @@ def read_dicom_image(
         raise ValueError(f"bit_depth must be one of {SUPPORTED_BIT_DEPTHS}, got {bit_depth}")
     ds = _read_dataset(path)
     width, height = _matrix_size(ds, path)
+    problem = oversize_problem(width, height)
+    if problem:
+        raise DicomReadError(f"{path}: {problem}")
     stored = _decode_pixels(ds, path)
     values = apply_modality_lut(stored, ds)
     unit = _voi_to_unit_range(values, ds, path) if apply_voi_transform else _min_max(values)
@@ -110,11 +116,19 @@ def _read_dataset(path: PathLike, stop_before_pixels: bool = False) -> pydicom.D
     if path.stat().st_size == 0:
         raise DicomReadError(f"{path}: the file is empty")
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError as exc:
         raise DicomReadError(f"{path}: not a DICOM file ({exc})") from exc
     except Exception as exc:  # pydicom raises many types on truncated or corrupt headers
         raise DicomReadError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+    # pydicom only warns when a file ends inside a sequence or encapsulated pixel data, and then returns
+    # whatever it parsed (possibly nothing); say what happened instead of "missing Rows".
+    truncated = [w for w in caught if "End of file reached" in str(w.message)]
+    if truncated:
+        raise DicomReadError(f"{path}: the file is truncated ({truncated[0].message})")
+    return ds
 
 
 def _matrix_size(ds: pydicom.Dataset, path: PathLike) -> Tuple[int, int]:

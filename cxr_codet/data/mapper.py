@@ -15,6 +15,8 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from .image_limits import encoded_oversize_problem
+
 # cfg.INPUT.FORMAT -> number of channels the gray image is repeated to
 _GRAY_FORMAT_CHANNELS = {"BGR": 3, "RGB": 3, "L": 1}
 
@@ -29,7 +31,11 @@ def read_gray_image(dataset_dict: dict) -> np.ndarray:
     if not os.path.isfile(file_name):
         raise FileNotFoundError(f"cannot read {_describe(dataset_dict)}: the file does not exist")
     with open(file_name, "rb") as f:
-        encoded = np.frombuffer(f.read(), dtype=np.uint8)
+        data = f.read()
+    problem = encoded_oversize_problem(data) if data else None
+    if problem:
+        raise ValueError(f"cannot read {_describe(dataset_dict)}: {problem}")
+    encoded = np.frombuffer(data, dtype=np.uint8)
     image = cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE) if encoded.size else None
     if image is None:
         raise ValueError(f"cannot read {_describe(dataset_dict)}: the file is empty or not a decodable image")
@@ -85,7 +91,10 @@ class CXRDatasetMapper(DatasetMapper):
         utils.check_image_size(dataset_dict, image)
 
         aug_input = T.AugInput(image)
-        transforms = self.augmentations(aug_input)
+        try:
+            transforms = self.augmentations(aug_input)
+        except ValueError as e:  # e.g. a 1 x 3000 image whose short side cannot be resized
+            raise ValueError(f"cannot augment {_describe(dataset_dict)} of size {image.shape[:2]}: {e}") from e
         image = aug_input.image
         image_shape = image.shape[:2]
         dataset_dict["image"] = self._to_tensor(image)

@@ -19,19 +19,25 @@ def parse_args(argv):
     return default_argument_parser().parse_args(argv)
 
 
-def setup_cfg(args):
-    """Build the frozen config from defaults, cxr-codet's keys, the YAML file and trailing overrides.
+def build_cfg(config_file, opts=(), cpu=False):
+    """The frozen config from defaults, cxr-codet's keys, the YAML file and trailing KEY VALUE overrides.
 
     A misspelt key in the file or the overrides fails here with detectron2's "Non-existent config
-    key" error naming it. Without CUDA the model runs on CPU.
+    key" error naming it. The model runs on CPU when `cpu` is set or CUDA is absent.
     """
     cfg = get_cfg()
     add_cxr_codet_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if not torch.cuda.is_available():
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if cpu or not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
+    return cfg
+
+
+def setup_cfg(args):
+    """`build_cfg` from the command line, then detectron2's run setup (output folder, logs, config dump)."""
+    cfg = build_cfg(args.config_file, args.opts)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cxr_codet")
     return cfg

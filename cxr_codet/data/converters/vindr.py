@@ -92,7 +92,10 @@ def read_size_table(path: Path, long_side: Optional[int]) -> pd.DataFrame:
     image_sizes.csv) or width/height; output sizes follow `long_side` as the image stage would."""
     if not Path(path).is_file():
         raise ConverterError(f"{path}: size table not found")
-    table = pd.read_csv(path, dtype={"image_id": str})
+    try:
+        table = pd.read_csv(path, dtype={"image_id": str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ConverterError(f"{path}: cannot read the size table as CSV ({exc})") from exc
     for width, height in (("original_width", "original_height"), ("width", "height")):
         if {"image_id", width, height} <= set(table.columns):
             break
@@ -108,6 +111,10 @@ def read_size_table(path: Path, long_side: Optional[int]) -> pd.DataFrame:
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
         raise ConverterError(f"{path}: row {first + 2} has no positive width and height")
+    unique_rows = sizes.drop_duplicates()
+    conflicting = unique_rows["image_id"][unique_rows.duplicated("image_id", keep=False)]
+    if len(conflicting):
+        raise ConverterError(f"{path}: image {conflicting.iloc[0]} is listed more than once with different sizes")
     output = [resized_size(w, h, long_side) for w, h in zip(sizes["original_width"], sizes["original_height"])]
     sizes["width"], sizes["height"] = [w for w, _ in output], [h for _, h in output]
     return sizes.drop_duplicates("image_id").set_index("image_id").astype(np.int64)

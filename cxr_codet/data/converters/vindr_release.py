@@ -160,6 +160,8 @@ def _read_annotation_csv(path: Path, split: str, report: ConversionReport):
     for column in BOX_COLUMNS:
         table[column] = pd.to_numeric(table[column], errors="coerce")
     table = _drop(table, table[BOX_COLUMNS].isna().any(axis=1), "missing or non-numeric box coordinates", report)
+    infinite = ~np.isfinite(table[BOX_COLUMNS].to_numpy(np.float64)).all(axis=1)
+    table = _drop(table, pd.Series(infinite, index=table.index), "infinite box coordinates", report)
     empty = (table["x_max"] <= table["x_min"]) | (table["y_max"] <= table["y_min"])
     table = _drop(table, empty, "empty box (x_max <= x_min or y_max <= y_min)", report)
 

@@ -1,9 +1,10 @@
 """Registers any COCO-format chest X-ray dataset by name: the "train on your own data" entry point.
 
 The loader validates the file and says what is wrong and where (file, image id, annotation id):
-- missing file, unreadable JSON, missing "images"/"annotations"/"categories", a category name not in
-  `class_names`, an annotation of an unknown image or category, duplicate image or category ids, an image
-  without a positive width/height, a malformed "bbox": errors.
+- missing file, unreadable JSON (or not UTF-8), missing "images"/"annotations"/"categories" or entries that
+  are not objects, a category name not in `class_names`, an annotation of an unknown image or category,
+  duplicate image or category ids, an image without a positive width/height or a file name, a "caption"
+  that is not text or "captions" that are not a {granularity: text} object, a malformed "bbox": errors.
 - a box with w or h <= 0, or one lying more than CLIP_TOLERANCE of the image side outside it: skipped.
   A box at most CLIP_TOLERANCE outside is clipped to the image. Both are counted and summarised in one
   warning per load; nothing is dropped silently.
@@ -44,9 +45,18 @@ def _read_coco_json(json_file: str, missing_files_hint: Optional[str]) -> dict:
             coco = json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{json_file} is not valid JSON: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{json_file} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from e
+    if not isinstance(coco, dict):
+        raise ValueError(
+            f"{json_file}: expected a JSON object with images/annotations/categories, got a {type(coco).__name__}"
+        )
     for key in ("images", "annotations", "categories"):
         if not isinstance(coco.get(key), list):
             raise ValueError(f"{json_file}: top-level key {key!r} is missing or not a list")
+        for position, entry in enumerate(coco[key]):
+            if not isinstance(entry, dict):
+                raise ValueError(f"{json_file}: {key} entry #{position} is a {type(entry).__name__}, not an object")
     return coco
 
 
@@ -77,8 +87,8 @@ def _image_record(image: dict, image_root: str, json_file: str) -> dict:
         value = image.get(key)
         if not isinstance(value, (int, float)) or value <= 0:
             raise ValueError(f"{json_file}: image id {image_id} has no positive {key!r} (got {value!r})")
-    if not image.get("file_name"):
-        raise ValueError(f"{json_file}: image id {image_id} has no 'file_name'")
+    if not image.get("file_name") or not isinstance(image["file_name"], str):
+        raise ValueError(f"{json_file}: image id {image_id} has no 'file_name' (got {image.get('file_name')!r})")
     record = {
         "file_name": os.path.join(image_root, image["file_name"]),
         "height": int(image["height"]),
@@ -87,9 +97,16 @@ def _image_record(image: dict, image_root: str, json_file: str) -> dict:
         "annotations": [],
     }
     if "caption" in image:
+        if not isinstance(image["caption"], str):
+            raise ValueError(f"{json_file}: image id {image_id} has a 'caption' that is not text: {image['caption']!r}")
         record["caption"] = image["caption"]
     if "captions" in image:
-        record["captions"] = dict(image["captions"])
+        captions = image["captions"]
+        if not isinstance(captions, dict) or not all(isinstance(t, str) for t in captions.values()):
+            raise ValueError(
+                f"{json_file}: image id {image_id} has 'captions' {captions!r}; expected {{granularity: text}}"
+            )
+        record["captions"] = dict(captions)
     return record
 
 
@@ -99,7 +116,7 @@ def _checked_box(ann: dict, record: dict, json_file: str):
     if (
         not isinstance(bbox, (list, tuple))
         or len(bbox) != 4
-        or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
     ):
         raise ValueError(
             f"{json_file}: annotation id {ann.get('id')} (image id {ann.get('image_id')}) has malformed "

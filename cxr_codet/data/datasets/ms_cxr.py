@@ -47,7 +47,10 @@ def read_ms_cxr_csv(csv_file: str) -> pd.DataFrame:
     """The CSV with a `line` column, canonical category names and numeric box columns; checks the layout."""
     if not os.path.isfile(csv_file):
         raise FileNotFoundError(f"MS-CXR CSV {csv_file} does not exist")
-    table = pd.read_csv(csv_file, dtype=str, keep_default_na=False)
+    try:
+        table = pd.read_csv(csv_file, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ValueError(f"{csv_file}: cannot read as a UTF-8 CSV ({type(e).__name__}: {e})") from e
     table.columns = [c.strip() for c in table.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:

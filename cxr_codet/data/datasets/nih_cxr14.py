@@ -37,7 +37,10 @@ def read_bbox_csv(csv_file: str) -> pd.DataFrame:
             f"NIH ChestX-ray14 box list {csv_file} does not exist; put the official BBox_List_2017.csv and "
             f"the images/ folder under $DETECTRON2_DATASETS/{DATASET_FOLDER}/"
         )
-    table = pd.read_csv(csv_file, header=None, skiprows=1, dtype=str, skipinitialspace=True)
+    try:
+        table = pd.read_csv(csv_file, header=None, skiprows=1, dtype=str, skipinitialspace=True)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ValueError(f"{csv_file}: cannot read as a UTF-8 CSV ({type(e).__name__}: {e})") from e
     table = table.dropna(axis=1, how="all")  # the official file ends each row with empty columns
     if table.shape[1] != len(_COLUMNS):
         raise ValueError(

@@ -3,9 +3,10 @@
 Image side: three backbone taps projected into one joint space: a shallow map (res3, 1x1 conv) for words,
 a deep map (res4, 1x1 conv) for sentences, and the average-pooled res5 (linear) for the report; no norm,
 no nonlinearity. Text side: the frozen text encoder's word features (sub-word pieces merged, last four
-layers summed), sentences (mean of their words) and report (mean of all words), through one trainable
-linear projection shared by the three levels (so they stay in one space, as BERT's outputs do in AFLoc;
-the encoder itself is frozen here to keep CPU training cheap). Three contrastive losses, summed with
+layers summed), sentences (mean of their words) and report (mean of all words), standardised with fixed
+word statistics (see `word_statistics`) and mapped by one trainable linear projection shared by the three
+levels (so they stay in one space, as BERT's outputs do in AFLoc; the encoder itself is frozen here to
+keep CPU training cheap). Three contrastive losses, summed with
 weights: GLoRIA localized matching of words with the shallow map and of sentences with the deep map, and
 the global cosine of report and image vector (see localized_matching.py). Datasets without reports get
 reports composed from each image's findings (`compose_report`, granularity drawn per image).
@@ -23,8 +24,15 @@ from torch import nn
 from ...data.descriptions import GRANULARITIES, compose_report
 from .base import PromptLocalizer, image_labels
 from .localized_matching import global_scores, localized_scores, symmetric_contrastive_loss
+from .text_features import reference_reports, word_statistics
 
 LOSS_NAMES = ("loss_afloc_word", "loss_afloc_sentence", "loss_afloc_report")
+
+# cfg.MODEL.AFLOC.IMAGE_PROJECTION_NORM -> (norm after the 1x1 convs, norm after the linear layer) builders.
+PROJECTION_NORMS = {
+    "": (lambda dim: nn.Identity(), lambda dim: nn.Identity()),
+    "BN": (nn.BatchNorm2d, nn.BatchNorm1d),
+}
 
 
 def positives_by_key(keys: Sequence) -> torch.Tensor:
@@ -40,7 +48,8 @@ class AFLoc(PromptLocalizer):
     def __init__(self, *, word_feature: str = "res3", sentence_feature: str = "res4", global_feature: str = "res5",
                  embed_dim: int = 256, tau1: float = 4.0, tau2: float = 5.0, tau3: float = 10.0,
                  loss_weights: Sequence[float] = (1.0, 1.0, 1.0),
-                 report_granularities: Sequence[str] = ("elaborate", "unelaborate"), **kwargs):
+                 report_granularities: Sequence[str] = ("elaborate", "unelaborate"),
+                 image_projection_norm: str = "", **kwargs):
         """
         Args:
             word_feature, sentence_feature, global_feature: backbone outputs aligned with words, sentences
@@ -49,6 +58,7 @@ class AFLoc(PromptLocalizer):
             tau1, tau2, tau3: GLoRIA's temperatures (attention sharpening, unit aggregation, logits).
             loss_weights: weights of the word, sentence and report losses.
             report_granularities: description granularities reports are composed from.
+            image_projection_norm: norm after the image projections, a key of PROJECTION_NORMS.
             kwargs: as PromptLocalizer.
         """
         super().__init__(**kwargs)
@@ -64,14 +74,24 @@ class AFLoc(PromptLocalizer):
         if unknown or not report_granularities:
             raise ValueError(f"MODEL.AFLOC.REPORT_GRANULARITIES must be a non-empty list of {list(GRANULARITIES)}, "
                              f"got {list(report_granularities)}")
+        if image_projection_norm not in PROJECTION_NORMS:
+            raise ValueError(f"MODEL.AFLOC.IMAGE_PROJECTION_NORM must be one of {sorted(PROJECTION_NORMS)}, "
+                             f"got {image_projection_norm!r}")
+        map_norm, vector_norm = PROJECTION_NORMS[image_projection_norm]
         self.taps = taps
         self.tau1, self.tau2, self.tau3 = float(tau1), float(tau2), float(tau3)
         self.loss_weights = tuple(float(w) for w in loss_weights)
         self.report_granularities = list(report_granularities)
-        self.word_projection = nn.Conv2d(shapes[word_feature].channels, embed_dim, kernel_size=1)
-        self.sentence_projection = nn.Conv2d(shapes[sentence_feature].channels, embed_dim, kernel_size=1)
-        self.global_projection = nn.Linear(shapes[global_feature].channels, embed_dim)
+        self.word_projection = nn.Sequential(
+            nn.Conv2d(shapes[word_feature].channels, embed_dim, kernel_size=1), map_norm(embed_dim))
+        self.sentence_projection = nn.Sequential(
+            nn.Conv2d(shapes[sentence_feature].channels, embed_dim, kernel_size=1), map_norm(embed_dim))
+        self.global_projection = nn.Sequential(
+            nn.Linear(shapes[global_feature].channels, embed_dim), vector_norm(embed_dim))
         self.text_projection = nn.Linear(self.text.token_dim, embed_dim)
+        mean, std = word_statistics(self.text, reference_reports())
+        self.register_buffer("text_mean", mean)
+        self.register_buffer("text_std", std)
 
     @classmethod
     def from_config(cls, cfg) -> Dict:
@@ -87,7 +107,12 @@ class AFLoc(PromptLocalizer):
             "tau3": section.TAU3,
             "loss_weights": list(section.LOSS_WEIGHTS),
             "report_granularities": list(section.REPORT_GRANULARITIES),
+            "image_projection_norm": section.IMAGE_PROJECTION_NORM,
         }
+
+    def project_text(self, features: torch.Tensor) -> torch.Tensor:
+        """Frozen text features (any level) standardised with the fixed word statistics, then projected."""
+        return self.text_projection((features - self.text_mean) / self.text_std)
 
     def training_report(self, record: dict) -> Tuple[str, tuple]:
         """(report, key) of one input: its "report", else one composed from its findings at a random
@@ -105,9 +130,7 @@ class AFLoc(PromptLocalizer):
         reports, keys = zip(*(self.training_report(record) for record in batched_inputs))
         positives = positives_by_key(keys).to(self.device)
         text = self.text.levels(reports).to(self.device)
-        words = self.text_projection(text.words)
-        sentences = self.text_projection(text.sentences)
-        report = self.text_projection(text.report)
+        words, sentences, report = (self.project_text(level) for level in (text.words, text.sentences, text.report))
         word_map = self.word_projection(features[self.taps["word"]])
         sentence_map = self.sentence_projection(features[self.taps["sentence"]])
         image_vector = self.global_projection(features[self.taps["global"]].mean(dim=(2, 3)))
@@ -123,6 +146,6 @@ class AFLoc(PromptLocalizer):
 
     def grid_maps(self, features: Dict[str, torch.Tensor], texts: Sequence[str]) -> torch.Tensor:
         """[B, P, h, w]: each text's projected report vector dotted with the projected deep (sentence) map."""
-        vectors = self.text_projection(self.text.levels(texts).report.to(self.device))
+        vectors = self.project_text(self.text.levels(texts).report.to(self.device))
         sentence_map = self.sentence_projection(features[self.taps["sentence"]])
         return torch.einsum("pd,bdhw->bphw", vectors, sentence_map)

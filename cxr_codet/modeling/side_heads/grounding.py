@@ -1,10 +1,10 @@
 """`PhraseGrounding`: a phrase in, a heat map and a box out, trained from box-annotated findings.
 
 Patch features: the chosen backbone outputs, each projected by a 1x1 conv, upsampled to the finest of
-them, summed and refined (3x3 conv, ReLU, 1x1 conv), then L2-normalised: one region feature per grid
-cell. Phrase features: the frozen text encoder's sentence vector through a two-layer MLP, L2-normalised.
-A cell's logit is a learned scale times the region-phrase cosine plus a learned bias; the sigmoid of
-it is the phrase's map, spread back over the image by the shared upsampling (localization_maps.py), and
+them, summed and refined (3x3 conv, ReLU, 1x1 conv): one region feature per grid cell. Phrase
+features: the frozen text encoder's sentence vector through a two-layer MLP. A cell's logit is the
+region-phrase dot product over sqrt(D) plus a learned bias (a dot product, not a cosine: from-scratch
+features start nearly parallel, and a cosine head collapses to a flat map); its sigmoid is the phrase's map, spread back over the image by the shared upsampling (localization_maps.py), and
 its box comes from the map's connected components.
 
 Training: per image, one phrase per finding present (built from the finding descriptions at a random
@@ -54,14 +54,14 @@ class PhraseGrounding(PromptLocalizer):
     @configurable
     def __init__(self, *, in_features: Sequence[str] = ("res3", "res4"), embed_dim: int = 128,
                  negatives_per_image: int = 2, phrase_granularities: Sequence[str] = ("elaborate", "unelaborate"),
-                 logit_scale_init: float = 10.0, logit_bias_init: float = -4.0, **kwargs):
+                 logit_bias_init: float = -2.0, **kwargs):
         """
         Args:
             in_features: backbone outputs fused into the patch features.
             embed_dim: width of the joint patch-phrase space.
             negatives_per_image: phrases of absent findings per image in training.
             phrase_granularities: description granularities of the training phrases.
-            logit_scale_init, logit_bias_init: initial scale and bias of the cosine logits.
+            logit_bias_init: initial bias of the cell logits (sigmoid(-2) = 0.12: most cells are outside).
             kwargs: as PromptLocalizer.
         """
         super().__init__(**kwargs)
@@ -89,7 +89,6 @@ class PhraseGrounding(PromptLocalizer):
         self.phrase_projection = nn.Sequential(
             nn.Linear(self.text.sentence_dim, embed_dim), nn.ReLU(inplace=True), nn.Linear(embed_dim, embed_dim)
         )
-        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)))
         self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias_init)))
 
     @classmethod
@@ -101,35 +100,36 @@ class PhraseGrounding(PromptLocalizer):
             "embed_dim": section.EMBED_DIM,
             "negatives_per_image": section.NEGATIVES_PER_IMAGE,
             "phrase_granularities": list(section.PHRASE_GRANULARITIES),
-            "logit_scale_init": section.LOGIT_SCALE_INIT,
             "logit_bias_init": section.LOGIT_BIAS_INIT,
         }
 
     def patch_features(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """[B, D, h, w] L2-normalised region features on the finest grid of IN_FEATURES."""
+        """[B, D, h, w] region features on the finest grid of IN_FEATURES."""
         projected = [self.feature_projections[name](features[name]) for name in self.in_features]
         size = max((p.shape[-2:] for p in projected), key=lambda s: s[0] * s[1])
         fused = sum(p if p.shape[-2:] == size else F.interpolate(p, size=size, mode="bilinear", align_corners=False)
                     for p in projected)
-        return F.normalize(self.refine(fused), dim=1)
+        return self.refine(fused)
 
     def phrase_vectors(self, texts: Sequence[str]) -> torch.Tensor:
-        """[P, D] L2-normalised phrase features."""
-        return F.normalize(self.phrase_projection(self.text.sentences(texts).to(self.device)), dim=-1)
+        """[P, D] phrase features."""
+        return self.phrase_projection(self.text.sentences(texts).to(self.device))
 
     def _logits(self, patches: torch.Tensor, phrases: torch.Tensor) -> torch.Tensor:
         """[B, P, h, w] logits of every image's cells with every phrase."""
-        return self.log_logit_scale.exp() * torch.einsum("bdhw,pd->bphw", patches, phrases) + self.logit_bias
+        return torch.einsum("bdhw,pd->bphw", patches, phrases) / math.sqrt(patches.shape[1]) + self.logit_bias
 
     def grid_maps(self, features: Dict[str, torch.Tensor], texts: Sequence[str]) -> torch.Tensor:
         """[B, P, h, w] probability that a cell lies inside the phrase's region."""
         return self._logits(self.patch_features(features), self.phrase_vectors(texts)).sigmoid()
 
     def training_phrases(self, record: dict) -> List[Tuple[str, int, bool]]:
-        """(phrase, finding id, present) of one image: every finding present, then sampled absent ones."""
+        """(phrase, finding id, has boxes) of one image: every finding with boxes, then sampled findings
+        absent from the image (a finding it shows without a box is neither)."""
         num_classes = len(self.training_class_names)
-        present = image_labels(record, num_classes)
-        absent = [c for c in range(num_classes) if c not in present]
+        present = sorted({int(c) for c in record["instances"].gt_classes.tolist()})
+        shown = set(present) | set(image_labels(record, num_classes))
+        absent = [c for c in range(num_classes) if c not in shown]
         negatives = self.rng.sample(absent, min(self.negatives_per_image, len(absent)))
         return [
             (self.prompt(self.training_class_names[c], self.rng.choice(self.phrase_granularities)), c, c in present)
@@ -142,9 +142,10 @@ class PhraseGrounding(PromptLocalizer):
         grid_size = tuple(patches.shape[-2:])
         padded_size = tuple(images.tensor.shape[-2:])
         texts, image_index, targets = [], [], []
+        missing = [record.get("file_name", "?") for record in batched_inputs if "instances" not in record]
+        if missing:
+            raise ValueError(f"PhraseGrounding trains on boxes: input {missing[0]!r} has no 'instances'")
         for index, record in enumerate(batched_inputs):
-            if "instances" not in record:
-                raise ValueError(f"PhraseGrounding trains on boxes: input {record.get('file_name', '?')!r} has no 'instances'")
             instances = record["instances"].to(self.device)
             for phrase, class_id, present in self.training_phrases(record):
                 boxes = instances.gt_boxes.tensor[instances.gt_classes == class_id]
@@ -156,5 +157,5 @@ class PhraseGrounding(PromptLocalizer):
             return {"loss_grounding": patches.sum() * 0.0}
         phrases = self.phrase_vectors(texts)
         selected = patches[torch.tensor(image_index, device=self.device)]
-        logits = self.log_logit_scale.exp() * (selected * phrases[:, :, None, None]).sum(dim=1) + self.logit_bias
+        logits = (selected * phrases[:, :, None, None]).sum(dim=1) / math.sqrt(patches.shape[1]) + self.logit_bias
         return {"loss_grounding": balanced_bce(logits, torch.stack(targets))}

@@ -9,6 +9,7 @@ from typing import Dict, List, NamedTuple, Sequence
 import torch
 from torch.nn import functional as F
 
+from ...data.descriptions import GRANULARITIES, compose_report, finding_descriptions
 from ..text.base import TextEncoder
 
 # Distinct texts kept per cache before it is emptied (composed reports and prompts repeat a lot).
@@ -107,6 +108,25 @@ class FrozenTextFeatures:
                 features.report[row].clone(),
             ))
         return entries
+
+
+def reference_reports() -> List[str]:
+    """A one-finding report per described finding and granularity: the texts whose word statistics
+    standardise the frozen features (see `word_statistics`)."""
+    return [compose_report([finding], granularity) for finding in finding_descriptions() for granularity in GRANULARITIES]
+
+
+def word_statistics(text_features: FrozenTextFeatures, texts: Sequence[str]):
+    """(mean [D], std [D]) of the content-word features of `texts`.
+
+    Frozen transformer features share a large common component (reports of different findings have
+    cosines of 0.5-0.9), which a freshly initialised projection cannot tell apart; standardising
+    words, sentences and reports with one fixed (mean, std) keeps the three levels in one space (a
+    sentence is still the mean of its words) while spreading the texts apart.
+    """
+    levels = text_features.levels(texts)
+    words = levels.words[levels.word_mask]
+    return words.mean(dim=0), words.std(dim=0).clamp(min=1e-6)
 
 
 def _make_room(cache: dict, incoming: int) -> None:

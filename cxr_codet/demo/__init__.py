@@ -1,0 +1,1 @@
+"""Inference on your own images (tools/demo.py): PNG/JPEG/DICOM in, overlays and detection JSON out."""
