@@ -15,6 +15,7 @@ def add_cxr_codet_config(cfg):
     _add_text_encoder_config(cfg)
     _add_cxr_codet_model_config(cfg)
     _add_side_heads_config(cfg)
+    _add_image_heads_config(cfg)
 
 
 def _add_input_and_data_config(cfg):
@@ -40,7 +41,7 @@ def _add_evaluation_config(cfg):
     cfg.TEST.SIZE_BUCKETS = "absolute"
     # Upper bounds of the small and medium buckets as fractions of image area, for SIZE_BUCKETS "relative".
     cfg.TEST.RELATIVE_AREA_RANGES = [0.01, 0.1]
-    # Write per_class_ap50_<dataset>.png (bar chart of per-class AP50) into the evaluator's output folder.
+    # Write OUTPUT_DIR/per_class_ap50_<dataset>.png, a bar chart of per-class AP50, next to eval_results.json.
     cfg.TEST.PLOT_PER_CLASS_AP = True
 
 
@@ -169,3 +170,71 @@ def _add_side_heads_config(cfg):
     localization.BOOTSTRAP_SAMPLES = 1000
     # Images whose heat-map overlays (PNG, ground-truth boxes drawn) are written to the evaluator's folder.
     localization.NUM_OVERLAYS = 8
+
+
+def _add_image_heads_config(cfg):
+    classifier = cfg.MODEL.IMAGE_CLASSIFIER = CN()
+    # Backbone output average-pooled into the image embedding ("res5" for ResNets, "vit" for build_vit_backbone).
+    classifier.IN_FEATURE = "res5"
+    # Width of the joint image-report space of the contrastive pre-training.
+    classifier.EMBED_DIM = 128
+    # Norm after the image projection: "" (none) or "BN" (batch-centred; keeps a from-scratch backbone from collapsing).
+    classifier.IMAGE_PROJECTION_NORM = ""
+    # InfoNCE temperature of the image-report logits, both directions (the paper found 0.1 best).
+    classifier.TEMPERATURE = 0.1
+    # Iterations of contrastive pre-training first; then both encoders freeze and the MLP head trains (0: head only).
+    classifier.PRETRAIN_ITERS = 0
+    # Granularities of reports composed from an image's findings (one drawn per image); the first for the head.
+    classifier.REPORT_GRANULARITIES = ["elaborate", "unelaborate"]
+    # Text beside the image in the head: "none" (image-only), "retrieved" (label-free), "report" (leaks the label).
+    classifier.HEAD_TEXT = "retrieved"
+    # Hidden layer widths of the MLP head (the paper: two layers of 512, ReLU).
+    classifier.HIDDEN_DIMS = [512, 512]
+    # Outputs: "abnormal" (normal vs abnormal) plus, when True, one sigmoid output per training finding.
+    classifier.PER_FINDING = True
+    classifier.GRADCAM = CN()
+    # Return Grad-CAM maps of every output at inference (overlays; the localization evaluator scores findings').
+    classifier.GRADCAM.ENABLED = False
+    # Module whose activations Grad-CAM weighs: a CNN stage ("backbone.res4") or a ViT block ("backbone.vit.blocks.11").
+    classifier.GRADCAM.TARGET_LAYER = "backbone.res4"
+
+    vit = cfg.MODEL.VIT = CN()
+    # timm ViT architecture of MODEL.BACKBONE.NAME "build_vit_backbone" (built offline, never downloaded).
+    vit.ARCH = "vit_base_patch16_224"
+    # Local timm-format state dict loaded into the ViT; "" = random initialisation.
+    vit.WEIGHTS = ""
+    # Architecture overrides; 0 = the architecture's own value.
+    vit.EMBED_DIM = 0
+    vit.DEPTH = 0
+    vit.NUM_HEADS = 0
+    vit.PATCH_SIZE = 0
+    # Image size of the position-embedding grid (other input sizes resample it).
+    vit.IMG_SIZE = 224
+
+    progression = cfg.MODEL.PROGRESSION = CN()
+    # Backbone output ROI-aligned per anatomical region, in the prior and the current image.
+    progression.IN_FEATURE = "res4"
+    # Side of the ROI-aligned grid of each region.
+    progression.POOLER_RESOLUTION = 4
+    # Hidden width of the region-embedding and classifier MLPs.
+    progression.HIDDEN_DIM = 256
+    # Width of the region embeddings (tangent vectors / points of the geometry).
+    progression.EMBED_DIM = 64
+    # Geometry the prior and current regions are compared in: "poincare" (hyperbolic) or "euclidean" (ablation).
+    progression.GEOMETRY = "poincare"
+    # Curvature c of the Poincare ball (points of norm < 1/sqrt(c)).
+    progression.CURVATURE = 1.0
+    # Tangent vectors are clipped to this norm before the exponential map (both geometries); 0 = no clipping.
+    progression.CLIP_RADIUS = 2.0
+    # Temperature of the alignment and text losses (InfoNCE on negative distances).
+    progression.TEMPERATURE = 0.1
+    # Weight of the anatomical alignment loss (each region's prior point nearest its own current point).
+    progression.ALIGN_LOSS_WEIGHT = 0.5
+    # Weight of the text supervision loss (a region's change nearest its description's embedding; training only).
+    progression.TEXT_LOSS_WEIGHT = 0.5
+
+    classification = cfg.TEST.CLASSIFICATION = CN()
+    # Probability at or above which an image-level prediction counts as positive.
+    classification.THRESHOLD = 0.5
+    # Images whose Grad-CAM overlays (PNG, boxes drawn) the classification evaluator writes.
+    classification.NUM_OVERLAYS = 8
