@@ -123,6 +123,15 @@ def test_model_is_registered_with_its_taps_and_keeps_the_text_encoder_out_of_the
     assert not any(p.requires_grad for p in model.text.encoder.parameters())
 
 
+def test_word_statistics_spread_the_frozen_report_features_apart(model):
+    reports = [compose_report([name], "unelaborate") for name in VINDR_CXR_CLASSES[:6]]
+    raw = F.normalize(model.text.levels(reports).report, dim=-1)
+    standardised = F.normalize((model.text.levels(reports).report - model.text_mean) / model.text_std, dim=-1)
+    off_diagonal = ~torch.eye(6, dtype=torch.bool)
+    assert (raw @ raw.t())[off_diagonal].mean() > 0.5  # one common direction dominates the raw features
+    assert (standardised @ standardised.t())[off_diagonal].mean() < (raw @ raw.t())[off_diagonal].mean() - 0.2
+
+
 def test_missing_backbone_tap_is_a_clear_error():
     cfg = afloc_cfg("MODEL.RESNETS.OUT_FEATURES", ["res3", "res4"])
     with pytest.raises(ValueError, match=r"AFLoc reads backbone outputs \{'global': 'res5'\}"):

@@ -32,7 +32,7 @@ JSON_KEYS = {"input", "kind", "width", "height", "decoded_width", "decoded_heigh
              "confidence_threshold", "detections"}
 
 
-def _save_tiny_model(folder: Path, config_file: Path, **kwargs) -> Path:
+def save_tiny_model(folder: Path, config_file: Path, **kwargs) -> Path:
     """Build a tiny model of `config_file` (phantom vocabulary), save its weights and config; returns the YAML."""
     folder.mkdir(parents=True, exist_ok=True)
     extra = ["DATASETS.TRAIN", ("cxr_phantom_tiny_train",), "MODEL.TEXT_ENCODER.CACHE_DIR", str(folder / "cache")]
@@ -48,12 +48,13 @@ def _save_tiny_model(folder: Path, config_file: Path, **kwargs) -> Path:
 @pytest.fixture(scope="module")
 def codet_config(tmp_path_factory):
     """A tiny CXR-CoDet whose classifier uses the offline MiniLM embeddings (so new names can be encoded)."""
-    return _save_tiny_model(tmp_path_factory.mktemp("codet"), PHANTOM / "cxr_codet_R18_FPN_phantom.yaml", embeddings=None)
+    folder = tmp_path_factory.mktemp("codet")
+    return save_tiny_model(folder, PHANTOM / "cxr_codet_R18_FPN_phantom.yaml", embeddings=None)
 
 
 @pytest.fixture(scope="module")
 def rcnn_config(tmp_path_factory):
-    return _save_tiny_model(
+    return save_tiny_model(
         tmp_path_factory.mktemp("rcnn"), PHANTOM / "faster_rcnn_R18_FPN_phantom.yaml", group_size=None
     )
 

@@ -72,7 +72,6 @@ def test_model_is_registered_and_fuses_res3_and_res4(model):
     assert set(model.feature_projections) == {"res3", "res4"}
     patches = model.patch_features(model.backbone(torch.zeros(1, 3, TINY_SIZE, TINY_SIZE)))
     assert patches.shape == (1, 32, TINY_SIZE // 8, TINY_SIZE // 8)  # the res3 grid
-    torch.testing.assert_close(patches.norm(dim=1), torch.ones(1, 8, 8))
     assert all("encoder" not in key for key in model.state_dict())
 
 

@@ -7,6 +7,7 @@ import os
 from .ms_cxr import register_all_ms_cxr
 from .nih_cxr14 import register_all_nih_cxr14
 from .phantom import register_all_cxr_phantom
+from .phantom_pairs import register_all_cxr_phantom_pairs
 from .vindr_cxr import register_all_vindr_cxr
 
 
@@ -17,6 +18,7 @@ def datasets_root() -> str:
 
 _root = datasets_root()
 register_all_cxr_phantom(_root)
+register_all_cxr_phantom_pairs(_root)
 register_all_vindr_cxr(_root)
 register_all_nih_cxr14(_root)
 register_all_ms_cxr(_root)

@@ -45,6 +45,9 @@ ABNORMAL = "abnormal"  # the normal-vs-abnormal output: positive when an image h
 STAGES = ("pretrain", "head")
 # Grad-CAM maps are upsampled to the image without blurring.
 _GRADCAM_MAP_SETTINGS = MapSettings(blur_sigma=0.0)
+# cfg.MODEL.IMAGE_CLASSIFIER.IMAGE_PROJECTION_NORM -> norm after the image projection (BN: batch-centred
+# embeddings, so a from-scratch backbone's nearly parallel pooled features do not collapse the InfoNCE logits).
+PROJECTION_NORMS = {"": lambda dim: nn.Identity(), "BN": nn.BatchNorm1d}
 
 
 def build_mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int) -> nn.Sequential:
@@ -78,7 +81,7 @@ class ContrastiveClassifier(nn.Module):
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], in_feature: str = "res5",
                  embed_dim: int = 128, temperature: float = 0.1, pretrain_iters: int = 0,
                  report_granularities: Sequence[str] = ("elaborate", "unelaborate"), head_text: str = "retrieved",
-                 hidden_dims: Sequence[int] = (512, 512), per_finding: bool = True,
+                 hidden_dims: Sequence[int] = (512, 512), per_finding: bool = True, image_projection_norm: str = "",
                  gradcam_layer: Optional[str] = None, seed: int = -1):
         """
         Args:
@@ -94,6 +97,7 @@ class ContrastiveClassifier(nn.Module):
             head_text: a HEAD_TEXTS name: the text beside the image in the head.
             hidden_dims: hidden layer widths of the MLP head.
             per_finding: add one output per training finding to "abnormal".
+            image_projection_norm: a PROJECTION_NORMS name, the norm after the image projection.
             gradcam_layer: module name whose Grad-CAM maps inference returns; None: no maps.
             seed: seed of the report granularity draws (>= 0), or -1 for a random seed.
         """
@@ -108,6 +112,9 @@ class ContrastiveClassifier(nn.Module):
         if unknown or not report_granularities:
             raise ValueError(f"cfg.MODEL.IMAGE_CLASSIFIER.REPORT_GRANULARITIES must be a non-empty list of "
                              f"{list(GRANULARITIES)}, got {list(report_granularities)}")
+        if image_projection_norm not in PROJECTION_NORMS:
+            raise ValueError(f"cfg.MODEL.IMAGE_CLASSIFIER.IMAGE_PROJECTION_NORM must be one of {sorted(PROJECTION_NORMS)}, "
+                             f"got {image_projection_norm!r}")
         if temperature <= 0 or pretrain_iters < 0 or not hidden_dims or min(hidden_dims) < 1:
             raise ValueError("cfg.MODEL.IMAGE_CLASSIFIER needs TEMPERATURE > 0, PRETRAIN_ITERS >= 0 and positive "
                              f"HIDDEN_DIMS; got {temperature}, {pretrain_iters}, {list(hidden_dims)}")
@@ -123,7 +130,8 @@ class ContrastiveClassifier(nn.Module):
         self.rng = random.Random(seed if seed >= 0 else None)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
-        self.image_projection = nn.Linear(shapes[in_feature].channels, embed_dim)
+        self.image_projection = nn.Sequential(nn.Linear(shapes[in_feature].channels, embed_dim),
+                                              PROJECTION_NORMS[image_projection_norm](embed_dim))
         self.text_projection = nn.Linear(self.text.sentence_dim, embed_dim)
         head_in = embed_dim * (1 if head_text == "none" else 2)
         self.head = build_mlp(head_in, hidden_dims, len(self.output_labels))
@@ -147,6 +155,7 @@ class ContrastiveClassifier(nn.Module):
             "head_text": section.HEAD_TEXT,
             "hidden_dims": list(section.HIDDEN_DIMS),
             "per_finding": section.PER_FINDING,
+            "image_projection_norm": section.IMAGE_PROJECTION_NORM,
             "gradcam_layer": section.GRADCAM.TARGET_LAYER if section.GRADCAM.ENABLED else None,
             "seed": cfg.SEED,
         }

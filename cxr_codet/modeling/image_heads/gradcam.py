@@ -73,20 +73,26 @@ class GradCAM:
         try:
             with torch.enable_grad():
                 scores = forward()
+                if not captured:
+                    raise RuntimeError(f"Grad-CAM target layer {self.target_layer!r} did not run in the forward pass")
+                if scores.dim() != 2:
+                    raise ValueError(f"Grad-CAM needs scores [B, K], got shape {tuple(scores.shape)}")
+                gradients = self._gradients(scores, captured[-1])
         finally:
             handle.remove()
-        if not captured:
-            raise RuntimeError(f"Grad-CAM target layer {self.target_layer!r} did not run in the forward pass")
-        if scores.dim() != 2:
-            raise ValueError(f"Grad-CAM needs scores [B, K], got shape {tuple(scores.shape)}")
-        activation = captured[-1]
-        grid = activation_grid(activation.detach(), grid_shape, num_prefix_tokens)
+        grid = activation_grid(captured[-1].detach(), grid_shape, num_prefix_tokens)
         maps = []
-        for k in range(scores.shape[1]):
-            (gradient,) = torch.autograd.grad(scores[:, k].sum(), activation, retain_graph=k + 1 < scores.shape[1],
-                                              allow_unused=True)
-            if gradient is None:  # score k does not depend on the layer: an all-zero map
-                gradient = torch.zeros_like(activation)
+        for gradient in gradients:
             weights = activation_grid(gradient, grid_shape, num_prefix_tokens).mean(dim=(2, 3), keepdim=True)
             maps.append(F.relu((weights * grid).sum(dim=1)))
         return scores.detach(), torch.stack(maps, dim=1)
+
+    @staticmethod
+    def _gradients(scores: torch.Tensor, activation: torch.Tensor):
+        """d(sum over the batch of score k)/d(activation) for every k (zeros where score k does not use it)."""
+        gradients = []
+        for k in range(scores.shape[1]):
+            (gradient,) = torch.autograd.grad(scores[:, k].sum(), activation, retain_graph=k + 1 < scores.shape[1],
+                                              allow_unused=True)
+            gradients.append(torch.zeros_like(activation) if gradient is None else gradient)
+        return gradients

@@ -1,8 +1,9 @@
 """AFLoc ("Generalizable vision-language pre-training for annotation-free pathology localization").
 
 Image side: three backbone taps projected into one joint space: a shallow map (res3, 1x1 conv) for words,
-a deep map (res4, 1x1 conv) for sentences, and the average-pooled res5 (linear) for the report; no norm,
-no nonlinearity. Text side: the frozen text encoder's word features (sub-word pieces merged, last four
+a deep map (res4, 1x1 conv) for sentences, and the average-pooled res5 (linear) for the report; no
+nonlinearity, and no norm unless IMAGE_PROJECTION_NORM asks for one ("BN" centres the embeddings over the
+batch, which a from-scratch backbone needs: its features start nearly parallel and the cosines collapse). Text side: the frozen text encoder's word features (sub-word pieces merged, last four
 layers summed), sentences (mean of their words) and report (mean of all words), standardised with fixed
 word statistics (see `word_statistics`) and mapped by one trainable linear projection shared by the three
 levels (so they stay in one space, as BERT's outputs do in AFLoc; the encoder itself is frozen here to
