@@ -138,6 +138,8 @@ def _add_side_heads_config(cfg):
     afloc.TAU2 = 5.0
     # GLoRIA temperature turning image-text scores (and the global cosine) into contrastive logits.
     afloc.TAU3 = 10.0
+    # Aggregation of a text's unit scores: "sum" (GLoRIA's log-sum-exp) or "mean" (log-mean-exp: no report-length bias).
+    afloc.UNIT_AGGREGATION = "sum"
     # Weights of the word-level, sentence-level and report-level contrastive losses.
     afloc.LOSS_WEIGHTS = [1.0, 1.0, 1.0]
     # Norm after the image projections: "" (none, as AFLoc on pretrained backbones) or "BN" (batch-centred

@@ -22,6 +22,7 @@ from cxr_codet.evaluation.classification_evaluation import (
 )
 from cxr_codet.evaluation.localization_evaluation import build_configured_evaluator
 from cxr_codet.modeling.image_heads import ABNORMAL, ContrastiveClassifier, ViTBackbone, load_vit_weights
+from cxr_codet.modeling.image_heads.contrastive_classifier import eval_mode
 
 CONFIG = "configs/phantom/contrastive_classifier_R18_phantom.yaml"
 TINY_SIZE = 64
@@ -132,6 +133,11 @@ def test_pretraining_then_head_with_frozen_encoders(train_batch):
     assert all(p.grad is None for p in model.text_projection.parameters())
     assert model.head[0].weight.grad.abs().sum() > 0
     assert model.training and model.backbone.training  # the encoders' eval mode is restored
+    projection, statistics = model.image_projection
+    with torch.no_grad(), eval_mode(model.backbone):  # re-estimated on the frozen encoder: this batch's moments
+        linear = projection(model.pooled_features(model.preprocess_image(train_batch)))
+    torch.testing.assert_close(statistics.running_mean, linear.mean(dim=0))
+    assert statistics.num_batches_tracked == 1
     assert not any(name.startswith("text.") for name in model.state_dict())
 
 

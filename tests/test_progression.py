@@ -16,7 +16,12 @@ from cxr_codet.data.datasets.imagenome import PROGRESSION_LABELS
 from cxr_codet.data.datasets.phantom_pairs import REGION_NAMES, render_phantom_pair
 from cxr_codet.engine.trainer import CXRTrainer
 from cxr_codet.evaluation import read_eval_results
-from cxr_codet.evaluation.progression_evaluation import PREDICTIONS_FILE, macro_f1, progression_metrics
+from cxr_codet.evaluation.progression_evaluation import (
+    PREDICTIONS_FILE,
+    ProgressionEvaluator,
+    macro_f1,
+    progression_metrics,
+)
 from cxr_codet.modeling.image_heads import (
     EuclideanSpace,
     ImagePairMapper,
@@ -127,6 +132,21 @@ def test_progression_metrics_reject_bad_input():
         progression_metrics(["a"], [0, 1], [0])
     with pytest.raises(ValueError, match="outside 0..2"):
         progression_metrics(["a"], [3], [0])
+
+
+def test_evaluator_checks_that_outputs_match_the_inputs_regions(tmp_path):
+    evaluator = ProgressionEvaluator("cxr_phantom_pairs_tiny_val", str(tmp_path), distributed=False)
+    regions = [{"name": "left upper lung zone", "label": 1}, {"name": "right mid lung zone", "label": 2}]
+    scores = torch.tensor([[0.1, 0.7, 0.2], [0.6, 0.3, 0.1]])
+    output = {"progression": {"regions": ["left upper lung zone", "right mid lung zone"],
+                              "labels": list(PROGRESSION_LABELS), "scores": scores}}
+    evaluator.process([{"image_id": "b|a", "regions": regions}], [output])
+    results = evaluator.evaluate()["progression"]
+    assert results["pooled_accuracy"] == 50.0 and results["accuracy"] == 50.0  # one region right, one wrong
+    assert (tmp_path / PREDICTIONS_FILE).read_text().splitlines()[2].startswith("b|a,right mid lung zone,no change,improved")
+    swapped = dict(output["progression"], regions=list(reversed(output["progression"]["regions"])))
+    with pytest.raises(ValueError, match="the model scored regions"):
+        evaluator.process([{"image_id": "b|a", "regions": regions}], [{"progression": swapped}])
 
 
 # -- data ------------------------------------------------------------------------------------------------------

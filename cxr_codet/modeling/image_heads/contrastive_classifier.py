@@ -5,10 +5,12 @@ Stage 1 (iterations < PRETRAIN_ITERS): the backbone's pooled feature (a linear p
 text encoder's report vector (a trainable linear projection) are aligned with InfoNCE in both directions
 at temperature TEMPERATURE (the paper: 0.1); reports are composed from each image's findings where a
 dataset has none, and images with the same report key count as positives of each other.
-Stage 2 (later iterations): encoders and projections frozen (no gradients, eval mode), an MLP head (two
-hidden layers of 512, ReLU) on the L2-normalised image embedding, concatenated with a normalised text
-embedding unless HEAD_TEXT is "none" (see classifier_text.py for which text, and the label leak of
-"report"), predicts "abnormal" and, with PER_FINDING, each training finding (sigmoid outputs, BCE).
+Stage 2 (later iterations): encoders and projections frozen (no gradients, eval mode; an image-projection
+BatchNorm only re-estimates its statistics on the frozen encoder), an MLP head (two hidden layers of 512,
+ReLU) on the L2-normalised image embedding, concatenated with a normalised text embedding unless HEAD_TEXT
+is "none" (see classifier_text.py for which text, and the label leak of "report"), predicts "abnormal" and,
+with PER_FINDING, each training finding (sigmoid outputs, BCE). The head's input is standardised by a
+BatchNorm first: embeddings of a from-scratch encoder spread little around their mean, too little for SGD.
 A run with PRETRAIN_ITERS = 0 trains the head only, on encoders loaded from MODEL.WEIGHTS.
 
 Inference output per image: {"classification": {"labels": [...], "scores": [L] probabilities}}, and with
@@ -134,6 +136,7 @@ class ContrastiveClassifier(nn.Module):
                                               PROJECTION_NORMS[image_projection_norm](embed_dim))
         self.text_projection = nn.Linear(self.text.sentence_dim, embed_dim)
         head_in = embed_dim * (1 if head_text == "none" else 2)
+        self.head_norm = nn.BatchNorm1d(head_in)  # unit-scale inputs for SGD, whatever the embeddings' spread
         self.head = build_mlp(head_in, hidden_dims, len(self.output_labels))
         self.gradcam = GradCAM(self, gradcam_layer) if gradcam_layer else None
         self._stage = None
@@ -169,10 +172,13 @@ class ContrastiveClassifier(nn.Module):
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
         return ImageList.from_tensors(images, self.backbone.size_divisibility)
 
+    def pooled_features(self, images: ImageList) -> torch.Tensor:
+        """[B, C] the backbone output IN_FEATURE, average-pooled."""
+        return self.backbone(images.tensor)[self.in_feature].mean(dim=(2, 3))
+
     def image_vectors(self, images: ImageList) -> torch.Tensor:
         """[B, E] L2-normalised image embeddings (projected, average-pooled backbone feature)."""
-        pooled = self.backbone(images.tensor)[self.in_feature].mean(dim=(2, 3))
-        return F.normalize(self.image_projection(pooled), dim=1)
+        return F.normalize(self.image_projection(self.pooled_features(images)), dim=1)
 
     def text_vectors(self, texts: Sequence[str]) -> torch.Tensor:
         """[N, E] L2-normalised text embeddings (frozen encoder, trainable projection)."""
@@ -209,8 +215,19 @@ class ContrastiveClassifier(nn.Module):
         stage = STAGES[0] if iteration < self.pretrain_iters else STAGES[1]
         if stage != self._stage:
             logger.info("ContrastiveClassifier: %s stage from iteration %d", stage, iteration)
+            if stage == "head":
+                self._restart_projection_statistics()
             self._stage = stage
         return stage
+
+    def _restart_projection_statistics(self) -> None:
+        """Re-estimate the image projection's BatchNorm statistics on the frozen encoders (a cumulative average
+        over the head stage's batches, as detectron2's PreciseBN does): the running averages of pre-training
+        lag the moving backbone, and eval-mode embeddings would carry that lag as a large common offset."""
+        for module in self.image_projection.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+                module.momentum = None
 
     def forward(self, batched_inputs: List[dict]):
         """Training: the loss of the current stage. Inference: per-image outputs (see the module doc)."""
@@ -219,9 +236,14 @@ class ContrastiveClassifier(nn.Module):
         images = self.preprocess_image(batched_inputs)
         if self.training_stage() == "pretrain":
             return self.contrastive_losses(images, batched_inputs)
-        with torch.no_grad(), eval_mode(self.backbone, self.image_projection, self.text_projection):
-            features = self.head_features(images, batched_inputs)
-        logits = self.head(features)
+        with torch.no_grad():
+            with eval_mode(self.backbone):
+                pooled = self.pooled_features(images)
+            self.image_projection(pooled)  # in training mode: its BatchNorm statistics settle on the frozen encoder
+            with eval_mode(self.image_projection, self.text_projection):
+                image_vectors = F.normalize(self.image_projection(pooled), dim=1)
+                features = self.head_features(image_vectors, batched_inputs)
+        logits = self.classify(features)
         return {"loss_classifier": F.binary_cross_entropy_with_logits(logits, self.targets(batched_inputs))}
 
     def contrastive_losses(self, images: ImageList, batched_inputs: List[dict]) -> Dict[str, torch.Tensor]:
@@ -235,22 +257,27 @@ class ContrastiveClassifier(nn.Module):
         logits = self.image_vectors(images) @ self.text_vectors(reports).t() / self.temperature
         return {"loss_contrastive": symmetric_contrastive_loss(logits, positives_by_key(keys).to(self.device))}
 
-    def head_features(self, images: ImageList, batched_inputs: List[dict]) -> torch.Tensor:
-        """[B, E or 2E] the head's input: the image embedding, then the HEAD_TEXT embedding if any."""
-        image_vectors = self.image_vectors(images)
+    def head_features(self, image_vectors: torch.Tensor, batched_inputs: List[dict]) -> torch.Tensor:
+        """[B, E or 2E] the head's input: the image embeddings, then the HEAD_TEXT embeddings if any."""
         text_vectors = HEAD_TEXTS[self.head_text](self, image_vectors, batched_inputs)
         return image_vectors if text_vectors is None else torch.cat([image_vectors, text_vectors], dim=1)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, L] logits of the MLP head (after standardising its input)."""
+        return self.head(self.head_norm(features))
+
+    def _logits(self, images: ImageList, batched_inputs: List[dict]) -> torch.Tensor:
+        return self.classify(self.head_features(self.image_vectors(images), batched_inputs))
 
     def inference(self, batched_inputs: List[dict]) -> List[dict]:
         """Per image: output probabilities and, with Grad-CAM on, the maps of every output."""
         images = self.preprocess_image(batched_inputs)
         if self.gradcam is None:
             with torch.no_grad():
-                logits, maps = self.head(self.head_features(images, batched_inputs)), None
+                logits, maps = self._logits(images, batched_inputs), None
         else:
             grid_shape, prefix = self._token_layout(tuple(images.tensor.shape[-2:]))
-            logits, maps = self.gradcam(lambda: self.head(self.head_features(images, batched_inputs)),
-                                        grid_shape, prefix)
+            logits, maps = self.gradcam(lambda: self._logits(images, batched_inputs), grid_shape, prefix)
         probabilities = logits.sigmoid().cpu()
         results = []
         for index, record in enumerate(batched_inputs):

@@ -24,7 +24,7 @@ from torch import nn
 
 from ...data.descriptions import GRANULARITIES, compose_report
 from .base import PromptLocalizer, image_labels
-from .localized_matching import global_scores, localized_scores, symmetric_contrastive_loss
+from .localized_matching import AGGREGATIONS, global_scores, localized_scores, symmetric_contrastive_loss
 from .text_features import reference_reports, word_statistics
 
 LOSS_NAMES = ("loss_afloc_word", "loss_afloc_sentence", "loss_afloc_report")
@@ -50,7 +50,7 @@ class AFLoc(PromptLocalizer):
                  embed_dim: int = 256, tau1: float = 4.0, tau2: float = 5.0, tau3: float = 10.0,
                  loss_weights: Sequence[float] = (1.0, 1.0, 1.0),
                  report_granularities: Sequence[str] = ("elaborate", "unelaborate"),
-                 image_projection_norm: str = "", **kwargs):
+                 image_projection_norm: str = "", unit_aggregation: str = "sum", **kwargs):
         """
         Args:
             word_feature, sentence_feature, global_feature: backbone outputs aligned with words, sentences
@@ -60,6 +60,7 @@ class AFLoc(PromptLocalizer):
             loss_weights: weights of the word, sentence and report losses.
             report_granularities: description granularities reports are composed from.
             image_projection_norm: norm after the image projections, a key of PROJECTION_NORMS.
+            unit_aggregation: "sum" (GLoRIA) or "mean", how localized matching aggregates a text's units.
             kwargs: as PromptLocalizer.
         """
         super().__init__(**kwargs)
@@ -78,6 +79,9 @@ class AFLoc(PromptLocalizer):
         if image_projection_norm not in PROJECTION_NORMS:
             raise ValueError(f"MODEL.AFLOC.IMAGE_PROJECTION_NORM must be one of {sorted(PROJECTION_NORMS)}, "
                              f"got {image_projection_norm!r}")
+        if unit_aggregation not in AGGREGATIONS:
+            raise ValueError(f"MODEL.AFLOC.UNIT_AGGREGATION must be one of {list(AGGREGATIONS)}, got {unit_aggregation!r}")
+        self.unit_aggregation = unit_aggregation
         map_norm, vector_norm = PROJECTION_NORMS[image_projection_norm]
         self.taps = taps
         self.tau1, self.tau2, self.tau3 = float(tau1), float(tau2), float(tau3)
@@ -109,6 +113,7 @@ class AFLoc(PromptLocalizer):
             "loss_weights": list(section.LOSS_WEIGHTS),
             "report_granularities": list(section.REPORT_GRANULARITIES),
             "image_projection_norm": section.IMAGE_PROJECTION_NORM,
+            "unit_aggregation": section.UNIT_AGGREGATION,
         }
 
     def project_text(self, features: torch.Tensor) -> torch.Tensor:
@@ -136,8 +141,8 @@ class AFLoc(PromptLocalizer):
         sentence_map = self.sentence_projection(features[self.taps["sentence"]])
         image_vector = self.global_projection(features[self.taps["global"]].mean(dim=(2, 3)))
         logits = (
-            localized_scores(word_map, words, text.word_mask, self.tau1, self.tau2),
-            localized_scores(sentence_map, sentences, text.sentence_mask, self.tau1, self.tau2),
+            localized_scores(word_map, words, text.word_mask, self.tau1, self.tau2, self.unit_aggregation),
+            localized_scores(sentence_map, sentences, text.sentence_mask, self.tau1, self.tau2, self.unit_aggregation),
             global_scores(image_vector, report),
         )
         return {

@@ -4,17 +4,26 @@ For image i (regions q_n, n over the h x w grid) and text t (units e_w: words or
   a[n, w] = softmax over units of q_n . e_w           (raw dot products)
   b[n, w] = softmax over regions of tau1 * a[n, w]    (the "double softmax" of the reference code)
   c_w     = sum_n b[n, w] q_n                        (the unit's attended visual context)
-  score   = log sum_w exp(tau2 * cos(e_w, c_w))      (over the text's valid units)
-and logits = tau3 * score, trained with cross-entropy in both directions.
+  score   = log sum_w exp(tau2 * cos(e_w, c_w))      (over the text's valid units; GLoRIA's "sum")
+and logits = tau3 * score, trained with cross-entropy in both directions. GLoRIA's sum adds
+tau3 * log(number of units) to every image's logit for a text, so in the image->text direction longer
+reports win by length alone; the "mean" aggregation (log of the mean) removes that bias.
 """
+import math
+
 import torch
 from torch.nn import functional as F
 
+# How a text's unit scores tau2 * cos(e_w, c_w) are aggregated: GLoRIA's log-sum-exp, or log-mean-exp.
+AGGREGATIONS = ("sum", "mean")
+
 
 def localized_scores(region_map: torch.Tensor, units: torch.Tensor, unit_mask: torch.Tensor,
-                     tau1: float, tau2: float) -> torch.Tensor:
+                     tau1: float, tau2: float, aggregation: str = "sum") -> torch.Tensor:
     """[Bi, Bt] image-text scores of every image (`region_map` [Bi, D, h, w]) with every text (`units`
     [Bt, U, D], `unit_mask` [Bt, U] True on real units); see the module docstring."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unit aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     if not unit_mask.any(dim=1).all():
         raise ValueError("every text needs at least one valid unit (word or sentence) for localized matching")
     regions = region_map.flatten(2).transpose(1, 2)  # [Bi, N, D]
@@ -24,7 +33,10 @@ def localized_scores(region_map: torch.Tensor, units: torch.Tensor, unit_mask: t
     over_regions = (tau1 * over_units).softmax(dim=2)
     context = torch.einsum("itnu,ind->itud", over_regions, regions)  # [Bi, Bt, U, D]
     cosines = F.cosine_similarity(context, units.unsqueeze(0), dim=-1)  # [Bi, Bt, U]
-    return torch.logsumexp((tau2 * cosines).masked_fill(~unit_mask[None], float("-inf")), dim=-1)
+    scores = torch.logsumexp((tau2 * cosines).masked_fill(~unit_mask[None], float("-inf")), dim=-1)
+    if aggregation == "mean":
+        scores = scores - unit_mask.sum(dim=1).float().log()[None]
+    return scores
 
 
 def global_scores(image_vectors: torch.Tensor, text_vectors: torch.Tensor) -> torch.Tensor:
