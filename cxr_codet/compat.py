@@ -193,6 +193,10 @@ def _cpu_worker(
                 comm._LOCAL_PROCESS_GROUP = group
     comm.synchronize()
     main_func(*args)
+    # Leave together and tear gloo down explicitly: a process that exits with a live gloo group can
+    # abort in the C++ destructor ("terminate called without an active exception").
+    comm.synchronize()
+    dist.destroy_process_group()
 
 
 def create_ddp_model(model, **kwargs):
