@@ -106,6 +106,43 @@ def _install_pkg_resources() -> None:
     sys.modules["pkg_resources"] = module
 
 
+def _clip_value_fails_without_gradients() -> bool:
+    """True where `torch.nn.utils.clip_grad_value_` raises on a parameter that has no gradient (newer torch)."""
+    try:
+        torch.nn.utils.clip_grad_value_(torch.nn.Parameter(torch.zeros(1)), 1.0)
+    except RuntimeError:
+        return True
+    return False
+
+
+def _patch_gradient_clipping() -> None:
+    """v0.6's gradient clipping calls the clipper once per parameter; newer torch raises in
+    `clip_grad_value_` for a parameter without a gradient (one the loss did not reach), so every
+    SOLVER.CLIP_GRADIENTS run with an unused parameter would crash. Skip such parameters."""
+    from detectron2.solver import build as solver_build
+
+    if getattr(solver_build._create_gradient_clipper, "_cxr_codet_patched", False):
+        return
+    if not _clip_value_fails_without_gradients():
+        return
+    create_clipper = solver_build._create_gradient_clipper
+
+    def _create_gradient_clipper(cfg):
+        clip = create_clipper(cfg)
+
+        def clip_parameters_with_gradients(parameters):
+            if isinstance(parameters, torch.Tensor):
+                parameters = [parameters]
+            with_gradients = [p for p in parameters if p.grad is not None]
+            if with_gradients:
+                clip(with_gradients)
+
+        return clip_parameters_with_gradients
+
+    _create_gradient_clipper._cxr_codet_patched = True
+    solver_build._create_gradient_clipper = _create_gradient_clipper
+
+
 HAS_C_EXTENSION = False
 _APPLIED = False
 
@@ -122,6 +159,7 @@ def apply() -> None:
     HAS_C_EXTENSION = _has_real_c_extension()
     if not HAS_C_EXTENSION:
         _install_c_extension_stub()
+    _patch_gradient_clipping()
     _APPLIED = True
 
 

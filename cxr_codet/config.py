@@ -74,6 +74,8 @@ def _add_text_encoder_config(cfg):
 def _add_solver_config(cfg):
     # Learning-rate multipliers by parameter-name substring, e.g. [["sim_mlp", 0.1]] (paper: 0.1 on the MLP).
     cfg.SOLVER.LR_MULTIPLIERS = []
+    # Optimizer: "SGD" (with SOLVER.MOMENTUM, NESTEROV) or "ADAMW" (decoupled decay of SOLVER.WEIGHT_DECAY*).
+    cfg.SOLVER.OPTIMIZER = "SGD"
     # Iterations between metric writes (console, metrics.json, TensorBoard); detectron2 hardcodes 20.
     cfg.SOLVER.LOG_PERIOD = 20
 
@@ -140,6 +142,8 @@ def _add_side_heads_config(cfg):
     afloc.TAU3 = 10.0
     # Aggregation of a text's unit scores: "sum" (GLoRIA's log-sum-exp) or "mean" (log-mean-exp: no report-length bias).
     afloc.UNIT_AGGREGATION = "sum"
+    # Region-unit similarity in the localized attention: "dot" (GLoRIA), "scaled_dot" (/ sqrt(dim)) or "cosine".
+    afloc.ATTENTION = "dot"
     # Weights of the word-level, sentence-level and report-level contrastive losses.
     afloc.LOSS_WEIGHTS = [1.0, 1.0, 1.0]
     # Norm after the image projections: "" (none, as AFLoc on pretrained backbones) or "BN" (batch-centred

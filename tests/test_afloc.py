@@ -27,7 +27,8 @@ TINY_SIZE = 64
 
 
 def afloc_cfg(*overrides):
-    """The phantom AFLoc config shrunk for tests: tiny splits, 64 px, a narrow joint space."""
+    """The phantom AFLoc config shrunk for tests: tiny splits, 64 px, a narrow joint space; short prompts
+    and AFLoc's blur of 1.5 cells, which the map tests spell out."""
     cfg = get_cfg()
     add_cxr_codet_config(cfg)
     cfg.merge_from_file(CONFIG)
@@ -36,7 +37,8 @@ def afloc_cfg(*overrides):
         "INPUT.MIN_SIZE_TRAIN", (TINY_SIZE,), "INPUT.MAX_SIZE_TRAIN", TINY_SIZE,
         "INPUT.MIN_SIZE_TEST", TINY_SIZE, "INPUT.MAX_SIZE_TEST", TINY_SIZE,
         "MODEL.AFLOC.EMBED_DIM", 32, "SOLVER.IMS_PER_BATCH", 4, "DATALOADER.NUM_WORKERS", 0, "SEED", 0,
-        "MODEL.DEVICE", "cpu", *overrides,
+        "MODEL.DEVICE", "cpu", "MODEL.LOCALIZATION_MAPS.PROMPT_GRANULARITY", "unelaborate",
+        "MODEL.LOCALIZATION_MAPS.BLUR_SIGMA", 1.5, *overrides,
     ])
     return cfg
 
@@ -53,14 +55,18 @@ def train_batch():
     return next(iter(build_cxr_train_loader(cfg)))
 
 
-def reference_scores(region_map, units, unit_mask, tau1, tau2):
+def reference_scores(region_map, units, unit_mask, tau1, tau2, attention="dot"):
     """GLoRIA's localized matching written loop by loop, one (image, text) pair at a time."""
     scores = torch.zeros(region_map.shape[0], units.shape[0])
     for i in range(region_map.shape[0]):
         regions = region_map[i].flatten(1).t()  # [N, D]
         for t in range(units.shape[0]):
             text_units = units[t][unit_mask[t]]  # [U, D]
-            over_units = (regions @ text_units.t()).softmax(dim=1)
+            if attention == "cosine":
+                similarity = F.normalize(regions, dim=1) @ F.normalize(text_units, dim=1).t()
+            else:
+                similarity = regions @ text_units.t() / (regions.shape[1] ** 0.5 if attention == "scaled_dot" else 1.0)
+            over_units = similarity.softmax(dim=1)
             over_regions = (tau1 * over_units).softmax(dim=0)
             context = over_regions.t() @ regions
             cosines = F.cosine_similarity(text_units, context, dim=1)
@@ -77,6 +83,18 @@ def test_localized_scores_match_the_loop_reference_and_ignore_padding():
     padded_units = units.clone()
     padded_units[1, 3:] = 100.0  # padding content must not matter
     torch.testing.assert_close(localized_scores(region_map, padded_units, mask, 4.0, 5.0), scores)
+
+
+@pytest.mark.parametrize("attention", ["scaled_dot", "cosine"])
+def test_attention_similarities_match_the_loop_reference(attention):
+    torch.manual_seed(1)
+    region_map, units = 3.0 * torch.randn(2, 8, 3, 3), 3.0 * torch.randn(2, 4, 8)
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    scores = localized_scores(region_map, units, mask, 4.0, 5.0, attention=attention)
+    torch.testing.assert_close(scores, reference_scores(region_map, units, mask, 4.0, 5.0, attention))
+    assert not torch.allclose(scores, localized_scores(region_map, units, mask, 4.0, 5.0, attention="dot"))
+    with pytest.raises(ValueError, match="attention similarity must be one of"):
+        localized_scores(region_map, units, mask, 4.0, 5.0, attention="cos")
 
 
 def test_localized_scores_of_a_single_region_by_hand():

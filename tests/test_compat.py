@@ -56,6 +56,24 @@ def test_pkg_resources_resource_filename():
     import detectron2.model_zoo  # noqa: F401  (imports pkg_resources at module level)
 
 
+@pytest.mark.parametrize("clip_type", ["value", "norm"])
+def test_gradient_clipping_skips_parameters_without_gradients(clip_type):
+    from detectron2.config import get_cfg
+    from detectron2.solver.build import maybe_add_gradient_clipping
+
+    cfg = get_cfg()
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = clip_type
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.5
+    used, unused = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    optimizer = maybe_add_gradient_clipping(cfg, torch.optim.SGD)([used, unused], lr=1.0)
+    (torch.tensor([10.0, -10.0]) * used).sum().backward()
+    optimizer.step()  # `unused` has no gradient: v0.6 + newer torch raised here
+    expected = [-0.5, 0.5] if clip_type == "value" else [-0.5 / 2 ** 0.5, 0.5 / 2 ** 0.5]
+    torch.testing.assert_close(used.detach(), torch.tensor(expected))
+    assert unused.grad is None and torch.equal(unused.detach(), torch.zeros(2))
+
+
 def test_apply_is_idempotent():
     before = dict(sys.modules)
     compat.apply()

@@ -57,6 +57,29 @@ def test_lr_multiplier_bad_entry():
         build_optimizer(_cfg(LR_MULTIPLIERS=[["sim_mlp", 0.0]]), _Net())
 
 
+def test_optimizer_choice_keeps_the_multipliers_and_clipping():
+    net = _Net()
+    sgd = build_optimizer(_cfg(MOMENTUM=0.9), net)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9
+    cfg = _cfg(OPTIMIZER="AdamW", LR_MULTIPLIERS=[["sim_mlp", 0.1]])
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    adamw = build_optimizer(cfg, net)
+    assert isinstance(adamw, torch.optim.AdamW) and not isinstance(adamw, torch.optim.SGD)
+    assert type(adamw) is not torch.optim.AdamW  # detectron2's clipping subclass
+    assert _lr_of(adamw, net.sim_mlp[0].weight) == (pytest.approx(0.01), 1e-4)
+    assert _lr_of(adamw, net.backbone.weight) == (pytest.approx(0.1), 1e-4)
+    loss = net.sim_mlp(net.backbone(torch.ones(2, 4))).sum()
+    loss.backward()
+    before = net.backbone.weight.detach().clone()
+    adamw.step()
+    assert not torch.equal(before, net.backbone.weight)
+
+
+def test_unknown_optimizer_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"SOLVER.OPTIMIZER must be one of \['ADAMW', 'SGD'\], got 'Adam'"):
+        build_optimizer(_cfg(OPTIMIZER="Adam"), _Net())
+
+
 def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
     net = _Net()
     ckpt = AtomicDetectionCheckpointer(net, save_dir=str(tmp_path))

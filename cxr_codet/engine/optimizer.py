@@ -1,4 +1,4 @@
-"""SGD with per-parameter learning-rate multipliers (cfg.SOLVER.LR_MULTIPLIERS).
+"""The optimizer (cfg.SOLVER.OPTIMIZER: SGD or AdamW) with per-parameter learning-rate multipliers.
 
 CoDet trains the similarity MLP at 0.1x the base LR; the multipliers generalise that: each entry
 [name_substring, factor] multiplies the LR of every parameter whose full name contains the substring.
@@ -76,12 +76,19 @@ def optimizer_param_groups(cfg, model):
     return [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]
 
 
+# cfg.SOLVER.OPTIMIZER -> (optimizer class, its keyword arguments from cfg besides the parameter groups).
+OPTIMIZERS = {
+    "SGD": (torch.optim.SGD, lambda cfg: {"lr": cfg.SOLVER.BASE_LR, "momentum": cfg.SOLVER.MOMENTUM,
+                                          "nesterov": cfg.SOLVER.NESTEROV}),
+    "ADAMW": (torch.optim.AdamW, lambda cfg: {"lr": cfg.SOLVER.BASE_LR}),
+}
+
+
 def build_optimizer(cfg, model):
-    """SGD over `optimizer_param_groups`, with detectron2's optional gradient clipping."""
-    sgd = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
-    return sgd(
-        optimizer_param_groups(cfg, model),
-        lr=cfg.SOLVER.BASE_LR,
-        momentum=cfg.SOLVER.MOMENTUM,
-        nesterov=cfg.SOLVER.NESTEROV,
-    )
+    """cfg.SOLVER.OPTIMIZER over `optimizer_param_groups`, with detectron2's optional gradient clipping."""
+    name = cfg.SOLVER.OPTIMIZER.upper()
+    if name not in OPTIMIZERS:
+        raise ValueError(f"SOLVER.OPTIMIZER must be one of {sorted(OPTIMIZERS)}, got {cfg.SOLVER.OPTIMIZER!r}")
+    optimizer_class, keyword_arguments = OPTIMIZERS[name]
+    optimizer_class = maybe_add_gradient_clipping(cfg, optimizer_class)
+    return optimizer_class(optimizer_param_groups(cfg, model), **keyword_arguments(cfg))

@@ -24,7 +24,13 @@ from torch import nn
 
 from ...data.descriptions import GRANULARITIES, compose_report
 from .base import PromptLocalizer, image_labels
-from .localized_matching import AGGREGATIONS, global_scores, localized_scores, symmetric_contrastive_loss
+from .localized_matching import (
+    AGGREGATIONS,
+    ATTENTION_SIMILARITIES,
+    global_scores,
+    localized_scores,
+    symmetric_contrastive_loss,
+)
 from .text_features import reference_reports, word_statistics
 
 LOSS_NAMES = ("loss_afloc_word", "loss_afloc_sentence", "loss_afloc_report")
@@ -50,7 +56,7 @@ class AFLoc(PromptLocalizer):
                  embed_dim: int = 256, tau1: float = 4.0, tau2: float = 5.0, tau3: float = 10.0,
                  loss_weights: Sequence[float] = (1.0, 1.0, 1.0),
                  report_granularities: Sequence[str] = ("elaborate", "unelaborate"),
-                 image_projection_norm: str = "", unit_aggregation: str = "sum", **kwargs):
+                 image_projection_norm: str = "", unit_aggregation: str = "sum", attention: str = "dot", **kwargs):
         """
         Args:
             word_feature, sentence_feature, global_feature: backbone outputs aligned with words, sentences
@@ -61,6 +67,8 @@ class AFLoc(PromptLocalizer):
             report_granularities: description granularities reports are composed from.
             image_projection_norm: norm after the image projections, a key of PROJECTION_NORMS.
             unit_aggregation: "sum" (GLoRIA) or "mean", how localized matching aggregates a text's units.
+            attention: "dot" (GLoRIA), "scaled_dot" or "cosine": the region-unit similarity inside localized
+                matching (see localized_matching.py).
             kwargs: as PromptLocalizer.
         """
         super().__init__(**kwargs)
@@ -81,7 +89,10 @@ class AFLoc(PromptLocalizer):
                              f"got {image_projection_norm!r}")
         if unit_aggregation not in AGGREGATIONS:
             raise ValueError(f"MODEL.AFLOC.UNIT_AGGREGATION must be one of {list(AGGREGATIONS)}, got {unit_aggregation!r}")
+        if attention not in ATTENTION_SIMILARITIES:
+            raise ValueError(f"MODEL.AFLOC.ATTENTION must be one of {list(ATTENTION_SIMILARITIES)}, got {attention!r}")
         self.unit_aggregation = unit_aggregation
+        self.attention = attention
         map_norm, vector_norm = PROJECTION_NORMS[image_projection_norm]
         self.taps = taps
         self.tau1, self.tau2, self.tau3 = float(tau1), float(tau2), float(tau3)
@@ -114,6 +125,7 @@ class AFLoc(PromptLocalizer):
             "report_granularities": list(section.REPORT_GRANULARITIES),
             "image_projection_norm": section.IMAGE_PROJECTION_NORM,
             "unit_aggregation": section.UNIT_AGGREGATION,
+            "attention": section.ATTENTION,
         }
 
     def project_text(self, features: torch.Tensor) -> torch.Tensor:
@@ -141,8 +153,10 @@ class AFLoc(PromptLocalizer):
         sentence_map = self.sentence_projection(features[self.taps["sentence"]])
         image_vector = self.global_projection(features[self.taps["global"]].mean(dim=(2, 3)))
         logits = (
-            localized_scores(word_map, words, text.word_mask, self.tau1, self.tau2, self.unit_aggregation),
-            localized_scores(sentence_map, sentences, text.sentence_mask, self.tau1, self.tau2, self.unit_aggregation),
+            localized_scores(word_map, words, text.word_mask, self.tau1, self.tau2, self.unit_aggregation,
+                             self.attention),
+            localized_scores(sentence_map, sentences, text.sentence_mask, self.tau1, self.tau2,
+                             self.unit_aggregation, self.attention),
             global_scores(image_vector, report),
         )
         return {

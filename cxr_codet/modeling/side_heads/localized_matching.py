@@ -1,34 +1,44 @@
 """GLoRIA-style localized image-text matching and the symmetric contrastive loss of AFLoc.
 
 For image i (regions q_n, n over the h x w grid) and text t (units e_w: words or sentences):
-  a[n, w] = softmax over units of q_n . e_w           (raw dot products)
+  a[n, w] = softmax over units of sim(q_n, e_w)       (GLoRIA: raw dot products; or scaled, or cosines)
   b[n, w] = softmax over regions of tau1 * a[n, w]    (the "double softmax" of the reference code)
   c_w     = sum_n b[n, w] q_n                        (the unit's attended visual context)
   score   = log sum_w exp(tau2 * cos(e_w, c_w))      (over the text's valid units; GLoRIA's "sum")
 and logits = tau3 * score, trained with cross-entropy in both directions. GLoRIA's sum adds
 tau3 * log(number of units) to every image's logit for a text, so in the image->text direction longer
-reports win by length alone; the "mean" aggregation (log of the mean) removes that bias.
+reports win by length alone; the "mean" aggregation (log of the mean) removes that bias. Raw dot products
+grow with the embeddings' norms and then saturate the softmax over units (one unit takes every region,
+and no gradient says where to look); "cosine" attention keeps it soft.
 """
-import math
-
 import torch
 from torch.nn import functional as F
 
 # How a text's unit scores tau2 * cos(e_w, c_w) are aggregated: GLoRIA's log-sum-exp, or log-mean-exp.
 AGGREGATIONS = ("sum", "mean")
+# Region-unit similarity inside the attention: GLoRIA's raw dot product, it divided by sqrt(dim), or the cosine.
+ATTENTION_SIMILARITIES = ("dot", "scaled_dot", "cosine")
 
 
 def localized_scores(region_map: torch.Tensor, units: torch.Tensor, unit_mask: torch.Tensor,
-                     tau1: float, tau2: float, aggregation: str = "sum") -> torch.Tensor:
+                     tau1: float, tau2: float, aggregation: str = "sum", attention: str = "dot") -> torch.Tensor:
     """[Bi, Bt] image-text scores of every image (`region_map` [Bi, D, h, w]) with every text (`units`
     [Bt, U, D], `unit_mask` [Bt, U] True on real units); see the module docstring."""
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unit aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if attention not in ATTENTION_SIMILARITIES:
+        raise ValueError(f"attention similarity must be one of {ATTENTION_SIMILARITIES}, got {attention!r}")
     if not unit_mask.any(dim=1).all():
         raise ValueError("every text needs at least one valid unit (word or sentence) for localized matching")
     regions = region_map.flatten(2).transpose(1, 2)  # [Bi, N, D]
     padding = ~unit_mask[None, :, None, :]  # broadcast over images and regions
-    dots = torch.einsum("ind,tud->itnu", regions, units).masked_fill(padding, float("-inf"))
+    if attention == "cosine":
+        similarity = torch.einsum("ind,tud->itnu", F.normalize(regions, dim=-1), F.normalize(units, dim=-1))
+    else:
+        similarity = torch.einsum("ind,tud->itnu", regions, units)
+        if attention == "scaled_dot":
+            similarity = similarity / regions.shape[-1] ** 0.5
+    dots = similarity.masked_fill(padding, float("-inf"))
     over_units = dots.softmax(dim=-1)
     over_regions = (tau1 * over_units).softmax(dim=2)
     context = torch.einsum("itnu,ind->itud", over_regions, regions)  # [Bi, Bt, U, D]
