@@ -6,6 +6,7 @@ and v0.6 predates Pillow 10, NumPy 1.24, setuptools without `pkg_resources`, and
 needs a shim; each shim checks first and changes nothing where the stack already provides the thing
 (a detectron2 built from source, an older Pillow, ...).
 """
+import gc
 import importlib
 import importlib.resources
 import logging
@@ -231,10 +232,19 @@ def _cpu_worker(
                 comm._LOCAL_PROCESS_GROUP = group
     comm.synchronize()
     main_func(*args)
-    # Leave together and tear gloo down explicitly: a process that exits with a live gloo group can
-    # abort in the C++ destructor ("terminate called without an active exception").
+    _leave_process_groups(comm)
+
+
+def _leave_process_groups(comm) -> None:
+    """Leave together and free every gloo group before the interpreter exits: a gloo group whose last
+    reference dies during interpreter shutdown (detectron2's comm caches one) can abort the process in
+    its C++ destructor ("terminate called without an active exception")."""
     comm.synchronize()
-    dist.destroy_process_group()
+    dist.destroy_process_group()  # all groups, the default one included
+    if hasattr(comm._get_global_gloo_group, "cache_clear"):
+        comm._get_global_gloo_group.cache_clear()
+    comm._LOCAL_PROCESS_GROUP = None
+    gc.collect()
 
 
 def create_ddp_model(model, **kwargs):
