@@ -7,6 +7,7 @@ from cxr_codet.data.classes import NIH_CXR14_BBOX_CLASSES, NO_FINDING, VINDR_CXR
 from cxr_codet.data.descriptions import (
     CAPTION_TEMPLATES,
     DESCRIPTIONS_FILE,
+    check_granularity_list,
     class_prompts,
     compose_caption,
     compose_report,
@@ -65,6 +66,14 @@ def test_unknown_granularity_and_finding_are_named():
         compose_caption(["Atelectasis"], "short")
     with pytest.raises(KeyError, match=r"no description for finding 'Tumour'.*known findings.*Atelectasis"):
         class_prompts(["Atelectasis", "Tumour"])
+
+
+def test_granularity_lists_are_checked_with_the_config_key_named():
+    assert check_granularity_list(("elaborate", "unelaborate"), "KEY") == ["elaborate", "unelaborate"]
+    with pytest.raises(ValueError, match=r"MODEL.X.GRANULARITIES must be a non-empty list of .*got \['verbose'\]"):
+        check_granularity_list(["verbose"], "MODEL.X.GRANULARITIES")
+    with pytest.raises(ValueError, match=r"must be a non-empty list of .*got \[\]"):
+        check_granularity_list([], "MODEL.X.GRANULARITIES")
 
 
 def test_class_prompts_one_text_per_class_in_order():

@@ -51,6 +51,14 @@ def _names_by_lowercase() -> Dict[str, str]:
     return {name.lower(): name for name in _load_descriptions()}
 
 
+def check_granularity_list(granularities: Sequence[str], key: str) -> List[str]:
+    """`granularities` as a list, or a ValueError naming the config `key` if it is empty or has unknown ones."""
+    values = list(granularities)
+    if not values or any(g not in GRANULARITIES for g in values):
+        raise ValueError(f"{key} must be a non-empty list of {list(GRANULARITIES)}, got {values}")
+    return values
+
+
 def _check_granularity(granularity: str) -> None:
     if granularity not in GRANULARITIES:
         raise ValueError(f"unknown description granularity {granularity!r}; valid choices: {list(GRANULARITIES)}")

@@ -24,20 +24,18 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
 from torch import nn
 from torch.nn import functional as F
 
-from ...data.descriptions import GRANULARITIES, compose_report
+from ...data.descriptions import check_granularity_list, compose_report
 from ..side_heads.afloc import positives_by_key
-from ..side_heads.base import image_labels
+from ..side_heads.base import image_labels, image_text_config
 from ..side_heads.localization_maps import MapSettings, grid_to_heatmaps, normalized_heatmaps
 from ..side_heads.localized_matching import symmetric_contrastive_loss
 from ..side_heads.text_features import FrozenTextFeatures
-from ..text import build_text_encoder
-from ..vocabulary import training_class_names
 from .classifier_text import HEAD_TEXTS
 from .gradcam import GradCAM
 
@@ -110,10 +108,7 @@ class ContrastiveClassifier(nn.Module):
                              f"the backbone gives {sorted(shapes)}")
         if head_text not in HEAD_TEXTS:
             raise ValueError(f"cfg.MODEL.IMAGE_CLASSIFIER.HEAD_TEXT must be one of {sorted(HEAD_TEXTS)}, got {head_text!r}")
-        unknown = [g for g in report_granularities if g not in GRANULARITIES]
-        if unknown or not report_granularities:
-            raise ValueError(f"cfg.MODEL.IMAGE_CLASSIFIER.REPORT_GRANULARITIES must be a non-empty list of "
-                             f"{list(GRANULARITIES)}, got {list(report_granularities)}")
+        check_granularity_list(report_granularities, "cfg.MODEL.IMAGE_CLASSIFIER.REPORT_GRANULARITIES")
         if image_projection_norm not in PROJECTION_NORMS:
             raise ValueError(f"cfg.MODEL.IMAGE_CLASSIFIER.IMAGE_PROJECTION_NORM must be one of {sorted(PROJECTION_NORMS)}, "
                              f"got {image_projection_norm!r}")
@@ -145,11 +140,7 @@ class ContrastiveClassifier(nn.Module):
     def from_config(cls, cfg) -> Dict:
         section = cfg.MODEL.IMAGE_CLASSIFIER
         return {
-            "backbone": build_backbone(cfg),
-            "text_features": FrozenTextFeatures(build_text_encoder(cfg)),
-            "class_names": training_class_names(cfg),
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
+            **image_text_config(cfg),
             "in_feature": section.IN_FEATURE,
             "embed_dim": section.EMBED_DIM,
             "temperature": section.TEMPERATURE,

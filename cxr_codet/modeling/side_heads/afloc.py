@@ -22,7 +22,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
-from ...data.descriptions import GRANULARITIES, compose_report
+from ...data.descriptions import check_granularity_list, compose_report
 from .base import PromptLocalizer, image_labels
 from .localized_matching import (
     AGGREGATIONS,
@@ -80,10 +80,7 @@ class AFLoc(PromptLocalizer):
                              "set MODEL.RESNETS.OUT_FEATURES (and MODEL.BACKBONE.NAME 'build_resnet_backbone')")
         if len(loss_weights) != 3:
             raise ValueError(f"MODEL.AFLOC.LOSS_WEIGHTS needs 3 weights (word, sentence, report), got {list(loss_weights)}")
-        unknown = [g for g in report_granularities if g not in GRANULARITIES]
-        if unknown or not report_granularities:
-            raise ValueError(f"MODEL.AFLOC.REPORT_GRANULARITIES must be a non-empty list of {list(GRANULARITIES)}, "
-                             f"got {list(report_granularities)}")
+        check_granularity_list(report_granularities, "MODEL.AFLOC.REPORT_GRANULARITIES")
         if image_projection_norm not in PROJECTION_NORMS:
             raise ValueError(f"MODEL.AFLOC.IMAGE_PROJECTION_NORM must be one of {sorted(PROJECTION_NORMS)}, "
                              f"got {image_projection_norm!r}")

@@ -45,6 +45,18 @@ def image_labels(record: dict, num_classes: int) -> List[int]:
     return labels
 
 
+def image_text_config(cfg) -> Dict:
+    """Constructor arguments every image-text model here shares: backbone, frozen text features, training
+    findings and input normalisation."""
+    return {
+        "backbone": build_backbone(cfg),
+        "text_features": FrozenTextFeatures(build_text_encoder(cfg)),
+        "class_names": training_class_names(cfg),
+        "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+        "pixel_std": cfg.MODEL.PIXEL_STD,
+    }
+
+
 class PromptLocalizer(nn.Module):
     """Backbone + prompt maps. Subclasses implement `losses(images, features, batched_inputs)` and
     `grid_maps(features, texts)` ([B, P, h, w] similarity of each image's grid with each text)."""
@@ -81,11 +93,7 @@ class PromptLocalizer(nn.Module):
         """Constructor arguments of the base class, from cfg."""
         maps = cfg.MODEL.LOCALIZATION_MAPS
         return {
-            "backbone": build_backbone(cfg),
-            "text_features": FrozenTextFeatures(build_text_encoder(cfg)),
-            "class_names": training_class_names(cfg),
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
+            **image_text_config(cfg),
             "prompt_granularity": maps.PROMPT_GRANULARITY,
             "prompt_template": maps.PROMPT_TEMPLATE,
             "map_settings": MapSettings.from_config(cfg),

@@ -21,7 +21,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
-from ...data.descriptions import GRANULARITIES
+from ...data.descriptions import check_granularity_list
 from .base import PromptLocalizer, image_labels
 
 
@@ -70,10 +70,7 @@ class PhraseGrounding(PromptLocalizer):
         if missing or not in_features:
             raise ValueError(f"MODEL.PHRASE_GROUNDING.IN_FEATURES {list(in_features)}: the backbone gives "
                              f"{sorted(shapes)} (missing {missing})")
-        unknown = [g for g in phrase_granularities if g not in GRANULARITIES]
-        if unknown or not phrase_granularities:
-            raise ValueError(f"MODEL.PHRASE_GROUNDING.PHRASE_GRANULARITIES must be a non-empty list of "
-                             f"{list(GRANULARITIES)}, got {list(phrase_granularities)}")
+        check_granularity_list(phrase_granularities, "MODEL.PHRASE_GROUNDING.PHRASE_GRANULARITIES")
         if negatives_per_image < 0:
             raise ValueError(f"MODEL.PHRASE_GROUNDING.NEGATIVES_PER_IMAGE must be >= 0, got {negatives_per_image}")
         self.in_features = list(in_features)
