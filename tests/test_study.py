@@ -238,3 +238,122 @@ def test_tool_is_a_thin_entry_point():
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     assert tool.main is main
+
+
+# The slow test: a real tiny study (2 rows x 2 seeds of a small from-scratch Faster R-CNN on 64 px phantom
+# images, 3 iterations each), SIGKILLed during its second run, resumed with the same command.
+TINY_STUDY = f"""
+    name: tiny
+    base: base
+    seeds: [0, 1]
+    overrides: [DATASETS.TRAIN, "('cxr_phantom_tiny_train',)", DATASETS.TEST, "('cxr_phantom_tiny_val',)",
+                INPUT.MIN_SIZE_TRAIN, "(64,)", INPUT.MAX_SIZE_TRAIN, 64, INPUT.MIN_SIZE_TEST, 64,
+                INPUT.MAX_SIZE_TEST, 64, MODEL.FPN.OUT_CHANNELS, 32, MODEL.ROI_BOX_HEAD.FC_DIM, 64,
+                MODEL.RPN.PRE_NMS_TOPK_TRAIN, 200, MODEL.RPN.POST_NMS_TOPK_TRAIN, 40,
+                MODEL.RPN.PRE_NMS_TOPK_TEST, 200, MODEL.RPN.POST_NMS_TOPK_TEST, 40,
+                MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE, 16, MODEL.ROI_HEADS.SCORE_THRESH_TEST, 0.0,
+                SOLVER.IMS_PER_BATCH, 2, SOLVER.WARMUP_ITERS, 1, SOLVER.STEPS, "(1000,)", SOLVER.MAX_ITER, 3,
+                SOLVER.CHECKPOINT_PERIOD, 1, SOLVER.LOG_PERIOD, 1, DATALOADER.NUM_WORKERS, 0]
+    rows:
+      - name: base
+        config: {BASELINE}
+      - name: lr
+        label: "LR 0.005"
+        config: {BASELINE}
+        overrides: [SOLVER.BASE_LR, 0.005]
+"""
+
+
+def _gone(pid: int) -> bool:
+    """Whether process `pid` has exited (a zombie nobody reaps counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in state
+
+
+def _expected(values, confidence=0.95):
+    """Mean and 95% t-interval, computed here without the package's code."""
+    values = np.array([v for v in values if v is not None], dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, None
+    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return mean, [mean - half, mean + half]
+
+
+def _check_table_against_runs(out: Path):
+    data = json.loads((out / "tiny" / "table.json").read_text())
+    assert data["dataset"] == "cxr_phantom_tiny_val" and data["base"] == "base"
+    assert [row["name"] for row in data["rows"]] == ["base", "lr"]
+    for row in data["rows"]:
+        results = [json.loads((out / "tiny" / row["name"] / f"seed{s}" / "eval_results.json").read_text())
+                   ["cxr_phantom_tiny_val"]["bbox"] for s in (0, 1)]
+        assert row["missing"] == [] and len(row["results_files"]) == 2
+        for metric in ("AP50", "APm", "APl"):
+            values = [r.get(metric) for r in results]
+            entry = row["metrics"][metric]
+            if all(v is None for v in values):  # a size bucket without ground truth
+                assert entry["n"] == 0 and entry["mean"] is None
+                continue
+            mean, interval = _expected(values)
+            assert entry["values"] == values and entry["mean"] == pytest.approx(mean)
+            assert entry["ci95"] == (None if interval is None else pytest.approx(interval))
+    return data
+
+
+@pytest.mark.slow
+def test_tiny_study_killed_mid_way_resumes_and_tabulates_its_runs(tmp_path, in_repo):
+    path = write_study(tmp_path, TINY_STUDY)
+    out = tmp_path / "out"
+    command = [sys.executable, "tools/run_study.py", str(path), "--output-root", str(out)]
+    second = out / "tiny" / "base" / "seed1"
+    with open(tmp_path / "first.log", "w") as log:
+        runner = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 900
+    tag = second / "last_checkpoint"
+    while not (tag.is_file() and tag.read_text() in ("model_0000000.pth", "model_0000001.pth")):
+        assert runner.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.time() < deadline, "the second run never wrote a checkpoint"
+        time.sleep(0.1)
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    assert run_state(out / "tiny" / "base" / "seed0") == "done" and run_state(second) == "resume"
+    child = int((second / "study_run.log").read_text().split(" run, pid ")[1].split()[0])
+    deadline = time.time() + 30
+    while not _gone(child):  # the training process dies with the runner: no orphan to race the rerun
+        assert time.time() < deadline, f"training process {child} outlived the killed runner"
+        time.sleep(0.1)
+
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "4 runs: 1 done, 1 to resume, 2 to start" in resumed.stdout
+    assert "1/4 base seed 0: done, skipped" in resumed.stdout
+    assert "2/4 base seed 1: resuming" in resumed.stdout
+    second_log = (second / "study_run.log").read_text()
+    assert second_log.count("=== ") == 2 and "--resume OUTPUT_DIR" in second_log.split("=== ")[2]
+    assert "[Checkpointer] Loading from" in (second / "log.txt").read_text()
+    assert (out / "tiny" / "base" / "seed0" / "study_run.log").read_text().count("=== ") == 1
+    _check_table_against_runs(out)
+    assert (out / "tiny" / "per_class_ap50.png").stat().st_size > 5000
+
+    # Runs this short score about 0 everywhere; give each run distinct scores and tabulate again with the
+    # same command (nothing retrains), so the check cannot pass on equal numbers.
+    for row_index, row in enumerate(("base", "lr")):
+        for seed in (0, 1):
+            file = out / "tiny" / row / f"seed{seed}" / "eval_results.json"
+            results = json.loads(file.read_text())
+            bbox = results["cxr_phantom_tiny_val"]["bbox"]
+            bbox.update(AP50=40.0 + 10 * row_index + 3 * seed, APm=20.0 + 2 * seed - row_index)
+            file.write_text(json.dumps(results))
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 runs: 4 done, 0 to resume, 0 to start" in again.stdout
+    data = _check_table_against_runs(out)
+    assert data["rows"][1]["metrics"]["AP50"]["delta"] == pytest.approx(10.0)
+    table = (out / "tiny" / "table.md").read_text()
+    half = stats.t.ppf(0.975, 1) * np.std([40.0, 43.0], ddof=1) / math.sqrt(2)
+    assert f"| base (base) | 2 | 41.5 ± {half:.1f} |" in table
+    # Both t-intervals overlap, yet Welch's interval of the difference, 10 ± 9.1 (df 2), excludes 0: starred.
+    assert f"| LR 0.005 | 2 | 51.5 ± {half:.1f} (+10.0*) |" in table
