@@ -221,3 +221,12 @@ def test_side_by_side_chart_is_one_png(tmp_path):
     assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Path(path).stat().st_size > 5000
     with pytest.raises(ValueError, match="no rows to plot"):
         plot_per_class_ap50_panels([], tmp_path / "none.png", "t")
+
+
+def test_command_line_averages_runs_that_share_a_label(tmp_path, capsys):
+    paths = [write_run(tmp_path, f"r{k}", {"d": bbox(ap50, 20.0, 10.0)})
+             for k, ap50 in enumerate([70.0, 74.0, 80.0])]
+    table = main(["--run", f"base={paths[0]}", "--run", f"base={paths[1]}", "--run", f"new={paths[2]}"])
+    half = 12.706204736174698 * 2.0  # t(0.975, 1) * std (2 sqrt 2) / sqrt(2 runs)
+    assert f"| base (base) | 2 | 72.0 ± {half:.1f} | 20.0 ± 0.0 | 10.0 ± 0.0 |" in table
+    assert "| new | 1 | 80.0 (+8.0) | 20.0 (+0.0) | 10.0 (+0.0) |" in table

@@ -369,6 +369,14 @@ def ablation_table(
     return render_markdown(table_data(rows, dataset, base_label, metrics, task), precision)
 
 
+def rows_by_label(runs: Sequence[Run]) -> List[Row]:
+    """One row per distinct label, in order of first appearance, holding every run with that label."""
+    rows: Dict[str, List[Run]] = {}
+    for run in runs:
+        rows.setdefault(run.label, []).append(run)
+    return [Row(label, tuple(group)) for label, group in rows.items()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of tools/ablation_table.py."""
     parser = argparse.ArgumentParser(
@@ -378,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--run", action="append", required=True, metavar="LABEL=PATH",
-        help=f"a row: its label and the run's OUTPUT_DIR (or {RESULTS_FILE}); repeat, base first",
+        help=f"a run: its row label and OUTPUT_DIR (or {RESULTS_FILE}); repeat, base first; runs with the "
+        "same label are the seeds of one row (mean and 95%% t-interval)",
     )
     parser.add_argument("--base", help="label of the base run (default: the first --run)")
     parser.add_argument("--dataset", help="test dataset to tabulate (default: the only one all runs have)")
@@ -396,8 +405,9 @@ def main(argv: Sequence[str]) -> str:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        runs = [load_run(*parse_run_spec(spec)) for spec in args.run]
-        table = ablation_table(runs, args.dataset, args.base, args.metrics, args.task, args.precision)
+        rows = rows_by_label([load_run(*parse_run_spec(spec)) for spec in args.run])
+        data = table_data(rows, args.dataset, args.base, args.metrics, args.task)
+        table = render_markdown(data, args.precision)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     if args.output is not None:
