@@ -366,9 +366,12 @@ def study_table(study: Study, output_root, precision: int = 1) -> dict:
                      seeds=[seed for seed in study.seeds if f"seed {seed}" not in entry["missing"]])
     data.update(study=study.name, study_file=str(study.path), seeds=list(study.seeds),
                 overrides=list(study.overrides))
-    heading = [f"### Study `{study.name}` ({study.path})", ""]
+    heading = [f"### Study `{study.name}`", ""]
     if study.description:
         heading += [study.description.strip(), ""]
+    overrides = f"; every row with `{' '.join(study.overrides)}`" if study.overrides else ""
+    heading += [f"Command: `python tools/run_study.py {study.path}`; seeds "
+                f"{', '.join(map(str, study.seeds))}{overrides}.", ""]
     data["markdown"] = "\n".join(heading) + render_markdown(data, precision)
     return data
 
