@@ -394,8 +394,8 @@ def write_study_table(study: Study, output_root, precision: int = 1) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / TABLE_MD).write_text(data["markdown"])
     panels = [
-        (entry["label"], {name: (item["mean"], item["half_width"])
-                          for name, item in entry["per_class_ap50"].items()})
+        (entry["label"] + (" (base)" if entry["is_base"] else ""),
+         {name: (item["mean"], item["half_width"]) for name, item in entry["per_class_ap50"].items()})
         for entry in data["rows"]
     ]
     plot_per_class_ap50_panels(panels, folder / TABLE_PNG,

@@ -91,12 +91,14 @@ def plot_per_class_ap50_panels(panels, path, title):
             ax.barh(y, mean, color="tab:blue",
                     xerr=None if half_width is None else half_width, ecolor="black", capsize=2)
             ax.text(min(mean + (half_width or 0), 100) + 1, y, f"{mean:.1f}", va="center", fontsize=7)
-        ax.set_xlim(0, 120)
+        ax.set_xlim(0, 118)
+        ax.set_xticks([0, 25, 50, 75, 100])
+        ax.tick_params(axis="x", labelsize=7)
         ax.set_xlabel("AP50 (%)", fontsize=8)
         ax.set_title(label, fontsize=9)
     axes[0].set_yticks(positions)
     axes[0].set_yticklabels(class_names, fontsize=8)
-    axes[0].invert_yaxis()
+    axes[0].set_ylim(len(class_names) - 0.5, -0.5)  # first class on top, no row cut off
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
