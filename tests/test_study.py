@@ -21,6 +21,7 @@ from cxr_codet.engine.study import (
     load_study,
     main,
     plan_runs,
+    run_lock,
     run_state,
     train_command,
 )
@@ -204,6 +205,21 @@ def test_runner_trains_each_row_and_seed_reports_failures_and_tabulates(tmp_path
     assert main([str(path), "--output-root", str(out), "--only", "base", "--only", "better"], fake) == 0
     assert "4 runs: 4 done, 0 to resume, 0 to start" in capsys.readouterr().out
     assert len((out / "demo" / "base" / "seed0" / "argv.json").read_text().splitlines()) == 1
+
+
+def test_a_run_held_by_another_runner_is_left_to_it(tmp_path, in_repo, capsys):
+    fake = tmp_path / "fake_train_net.py"
+    fake.write_text(FAKE_TRAIN_NET)
+    path, out = write_study(tmp_path, TWO_ROWS), tmp_path / "out"
+    with run_lock(out / "demo" / "base" / "seed1") as locked:  # as a second runner of the study would
+        assert locked
+        assert main([str(path), "--output-root", str(out)], fake) == 0
+    printed = capsys.readouterr().out
+    assert "2/4 base seed 1: being trained by another runner, skipped" in printed
+    assert "0 failed run(s), 1 left to another runner" in printed
+    assert "| base (base) | 1 of 2 (missing: seed 1) | 60.0 | 30.0 | 20.0 |" in printed
+    assert main([str(path), "--output-root", str(out)], fake) == 0
+    assert "4 runs: 3 done, 0 to resume, 1 to start" in capsys.readouterr().out
 
 
 def test_command_line_errors_exit_2_with_the_message(tmp_path, in_repo, capsys):

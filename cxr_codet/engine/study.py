@@ -8,6 +8,7 @@ after a kill loses nothing. The table (markdown, JSON, per-class AP50 PNG) comes
 """
 import argparse
 import ctypes
+import fcntl
 import json
 import math
 import os
@@ -17,7 +18,8 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -46,6 +48,7 @@ ROW_KEYS = {
 }
 RUNNER_KEYS = ("OUTPUT_DIR", "SEED")  # set per run by the runner; a study may not override them
 RUN_LOG = "study_run.log"
+LOCK_FILE = ".study_lock"
 TABLE_MD, TABLE_JSON, TABLE_PNG = "table.md", "table.json", "per_class_ap50.png"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _ITER = re.compile(r"\biter: (\d+)")
@@ -58,6 +61,8 @@ class StudyError(ValueError):
 
 @dataclass(frozen=True)
 class StudyRow:
+    """One row of a study: folder name, config file, its own overrides (as command-line strings), label."""
+
     name: str
     config: str
     overrides: Tuple[str, ...] = ()
@@ -66,6 +71,8 @@ class StudyRow:
 
 @dataclass(frozen=True)
 class Study:
+    """A checked study file: its rows, seeds, shared overrides and table options."""
+
     path: Path
     name: str
     base: str
@@ -308,6 +315,23 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
 
 
+@contextmanager
+def run_lock(output_dir: Path):
+    """Hold <run>/.study_lock (flock) while the run trains; yields False when another runner holds it, so
+    several runners of one study share its runs instead of racing on one. The lock goes with the runner."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / LOCK_FILE, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def run_study(study: Study, output_root, train_script, only=None, num_gpus=None, dry_run=False,
               say: Callable[[str], None] = print) -> List[str]:
     """Train and evaluate every pending run, printing progress; returns one line per failed run."""
@@ -316,6 +340,7 @@ def run_study(study: Study, output_root, train_script, only=None, num_gpus=None,
     say(f"[{study.name}] {len(plan)} runs: {counts['done']} done, {counts['resume']} to resume, "
         f"{counts['new']} to start; output {Path(output_root) / study.name}")
     failures: List[str] = []
+    elsewhere = 0
     started = time.monotonic()
     durations: List[float] = []
     pending = sum(run.state != "done" for run in plan)
@@ -327,24 +352,33 @@ def run_study(study: Study, output_root, train_script, only=None, num_gpus=None,
         if dry_run:
             say(f"{prefix}: would {'resume' if run.state == 'resume' else 'start'}: {shlex.join(run.command)}")
             continue
-        eta = _duration(sum(durations) / len(durations) * pending) if durations else "unknown"
-        say(f"{prefix}: {'resuming' if run.state == 'resume' else 'training'} | elapsed "
-            f"{_duration(time.monotonic() - started)} | ETA {eta} | log {run.output_dir / RUN_LOG}")
-        run_started = time.monotonic()
-        status = execute(run, say, prefix)
-        durations.append(time.monotonic() - run_started)
-        pending -= 1
-        if status == 0 and run_state(run.output_dir) == "done":
-            say(f"{prefix}: finished in {_duration(durations[-1])}")
-            continue
+        with run_lock(run.output_dir) as locked:
+            pending -= 1
+            state = run_state(run.output_dir)  # another runner may have finished or started it meanwhile
+            if not locked or state == "done":
+                elsewhere += not locked
+                say(f"{prefix}: {'done by' if locked else 'being trained by'} another runner, skipped")
+                continue
+            run = replace(run, state=state, command=train_command(
+                study, run.row, run.seed, run.output_dir, state, train_script, num_gpus))
+            eta = _duration(sum(durations) / len(durations) * (pending + 1)) if durations else "unknown"
+            say(f"{prefix}: {'resuming' if state == 'resume' else 'training'} | elapsed "
+                f"{_duration(time.monotonic() - started)} | ETA {eta} | log {run.output_dir / RUN_LOG}")
+            run_started = time.monotonic()
+            status = execute(run, say, prefix)
+            durations.append(time.monotonic() - run_started)
+            if status == 0 and run_state(run.output_dir) == "done":
+                say(f"{prefix}: finished in {_duration(durations[-1])}")
+                continue
         reason = (f"exit status {status}" if status else
                   f"exited 0 without a final {EVAL_RESULTS_FILENAME}")
         failures.append(f"{run.row.name} seed {run.seed}: {reason}; log {run.output_dir / RUN_LOG}")
         say(f"{prefix}: FAILED ({reason}); last lines of {run.output_dir / RUN_LOG}:\n"
             f"{_tail(run.output_dir / RUN_LOG)}")
     if not dry_run:
+        other = f", {elsewhere} left to another runner" if elsewhere else ""
         say(f"[{study.name}] finished in {_duration(time.monotonic() - started)}: "
-            f"{len(failures)} failed run(s)")
+            f"{len(failures)} failed run(s){other}")
     return failures
 
 
