@@ -230,3 +230,17 @@ def test_command_line_averages_runs_that_share_a_label(tmp_path, capsys):
     half = 12.706204736174698 * 2.0  # t(0.975, 1) * std (2 sqrt 2) / sqrt(2 runs)
     assert f"| base (base) | 2 | 72.0 ± {half:.1f} | 20.0 ± 0.0 | 10.0 ± 0.0 |" in table
     assert "| new | 1 | 80.0 (+8.0) | 20.0 (+0.0) | 10.0 (+0.0) |" in table
+
+
+def test_a_row_can_be_compared_with_another_row_than_the_base(tmp_path):
+    rows = seeded_rows(tmp_path)[:2]
+    third = Row("third", (load_run("third", write_run(tmp_path, "third", {"d": bbox(85.0, 30.0, 12.0)})),),
+                compare_to="better")
+    data = table_data(rows + [third])
+    assert data["rows"][2]["compared_to"] == "better" and data["rows"][1]["compared_to"] == "base"
+    assert data["rows"][2]["metrics"]["AP50"]["delta"] == pytest.approx(85.0 - 80.5)
+    table = render_markdown(data)
+    assert "base row 'base' (or the row after 'vs')" in table.splitlines()[0]
+    assert "| third (vs better) | 1 | 85.0 (+4.5) | 30.0 (+8.0) | 12.0 (+1.0) |" in table
+    with pytest.raises(ValueError, match=r"row 'third' is compared with 'nope', which is not another row"):
+        table_data(rows + [Row("third", third.runs, compare_to="nope")])

@@ -109,6 +109,10 @@ def test_load_study_reads_rows_seeds_and_overrides(tmp_path, in_repo):
     ("name: x\nseeds: [0]\nrows: [{name: a, config: %s, overrides: [SEED, 3]}]\n" % BASELINE,
      r"row 'a': overrides set SEED, which the runner sets"),
     ("name: x\nseeds: [0\n", r"not valid YAML"),
+    ("name: x\nseeds: [0]\nrows: [{name: a, config: %s, compare_to: b}]\n" % BASELINE,
+     r"row 'a': compare_to 'b' is not a row; rows: \['a'\]"),
+    ("name: x\nseeds: [0]\nrows: [{name: a, config: %s, compare_to: a}]\n" % BASELINE,
+     r"row 'a': compare_to must name another row"),
 ])
 def test_bad_study_files_name_the_key_and_row(tmp_path, in_repo, text, message):
     with pytest.raises(StudyError, match=message):

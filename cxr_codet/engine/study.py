@@ -45,6 +45,7 @@ ROW_KEYS = {
     "config": "config file, relative to the working directory (required)",
     "overrides": "this row's own KEY VALUE pairs",
     "label": "text shown in the table instead of the name",
+    "compare_to": "the row this row's deltas are against, when not the study's base (e.g. same budget pairs)",
 }
 RUNNER_KEYS = ("OUTPUT_DIR", "SEED")  # set per run by the runner; a study may not override them
 RUN_LOG = "study_run.log"
@@ -67,6 +68,7 @@ class StudyRow:
     config: str
     overrides: Tuple[str, ...] = ()
     label: str = ""
+    compare_to: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,10 @@ def _row(path: Path, index: int, entry, seen: dict) -> StudyRow:
     label = entry.get("label", name)
     if not isinstance(label, str) or not label:
         raise StudyError(f"{where}: label must be text, got {label!r}")
-    return StudyRow(name, config, _overrides(f"{where}", entry.get("overrides")), label)
+    compare_to = entry.get("compare_to")
+    if compare_to is not None and (not isinstance(compare_to, str) or compare_to == name):
+        raise StudyError(f"{where}: compare_to must name another row, got {compare_to!r}")
+    return StudyRow(name, config, _overrides(where, entry.get("overrides")), label, compare_to)
 
 
 def load_study(path) -> Study:
@@ -179,6 +184,10 @@ def load_study(path) -> Study:
         raise StudyError(f"{path}: rows must be a non-empty list, got {entries!r}")
     seen: dict = {}
     rows = tuple(_row(path, index, entry, seen) for index, entry in enumerate(entries))
+    for row in rows:
+        if row.compare_to is not None and row.compare_to not in seen:
+            raise StudyError(f"{path}: row {row.name!r}: compare_to {row.compare_to!r} is not a row; rows: "
+                             f"{list(seen)}")
     base = data.get("base", rows[0].name)
     if base not in seen:
         raise StudyError(f"{path}: base {base!r} is not a row; rows: {list(seen)}")
@@ -393,7 +402,8 @@ def study_table(study: Study, output_root, precision: int = 1) -> dict:
                 runs.append(load_run(f"{row.label} seed {seed}", output_dir))
             else:
                 missing.append(f"seed {seed}")
-        rows.append(Row(row.label, tuple(runs), tuple(missing)))
+        compare_to = None if row.compare_to is None else study.row(row.compare_to).label
+        rows.append(Row(row.label, tuple(runs), tuple(missing), compare_to))
     data = table_data(rows, study.dataset, study.row(study.base).label, study.metrics)
     for entry, row in zip(data["rows"], study.rows):
         entry.update(name=row.name, config=row.config, overrides=list(row.overrides),

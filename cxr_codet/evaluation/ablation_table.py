@@ -45,11 +45,13 @@ class Run:
 
 @dataclass(frozen=True)
 class Row:
-    """One table row: a setting's label, its evaluated runs (one per seed) and the runs it lacks."""
+    """One table row: a setting's label, its evaluated runs (one per seed), the runs it lacks and, when its
+    delta is not against the table's base row, the label of the row it is compared with."""
 
     label: str
     runs: Tuple[Run, ...]
     missing: Tuple[str, ...] = ()
+    compare_to: Optional[str] = None
 
     @property
     def expected(self) -> int:
@@ -260,6 +262,11 @@ def table_data(
     if not rows:
         raise ValueError("no runs given: pass at least one --run label=path")
     base = _find_base(rows, base_label)
+    by_label = {row.label: row for row in rows}
+    for row in rows:
+        if row.compare_to is not None and (row.compare_to not in by_label or row.compare_to == row.label):
+            raise ValueError(f"row {row.label!r} is compared with {row.compare_to!r}, which is not another "
+                             f"row; rows: {list(by_label)}")
     runs = [run for row in rows for run in row.runs]
     if not runs:
         raise ValueError(f"none of the rows {[row.label for row in rows]} has an evaluated run")
@@ -276,7 +283,8 @@ def table_data(
     for row in rows:
         row_metrics = {}
         for metric in metrics:
-            summary, base_summary = summaries[row.label][metric], summaries[base.label][metric]
+            reference = row.compare_to or base.label
+            summary, base_summary = summaries[row.label][metric], summaries[reference][metric]
             entry = _summary_json(summary)
             entry["values"] = [metric_value(run, dataset, task, metric) for run in row.runs]
             entry["values"] = [v if math.isfinite(v) else None for v in entry["values"]]
@@ -289,6 +297,7 @@ def table_data(
         data_rows.append({
             "label": row.label,
             "is_base": row is base,
+            "compared_to": None if row is base else row.compare_to or base.label,
             "expected": row.expected,
             "missing": list(row.missing),
             "results_files": [str(run.results_file) for run in row.runs],
@@ -318,12 +327,13 @@ def render_markdown(data: dict, precision: int = 1) -> str:
     row has several seeds or misses runs."""
     seeded = _seeded(data)
     metrics, percent = data["metrics"], round(100 * data["confidence"])
+    own = any(not row["is_base"] and row["compared_to"] != data["base"] for row in data["rows"])
+    reference = f"base row {data['base']!r}" + (" (or the row after 'vs')" if own else "")
     if seeded:
         caption = (
             f"{data['task']} results on {data['dataset']} (%): mean over n seeds ± half-width of the "
             f"{percent}% t-interval (no interval when n = 1); in parentheses: difference of means from the "
-            f"base row {data['base']!r}, {SIGNIFICANT} where the {percent}% Welch interval of that "
-            "difference excludes 0."
+            f"{reference}, {SIGNIFICANT} where the {percent}% Welch interval of that difference excludes 0."
         )
     else:
         caption = (f"{data['task']} results on {data['dataset']} (%); in parentheses: difference from the "
@@ -335,9 +345,11 @@ def render_markdown(data: dict, precision: int = 1) -> str:
         "| " + " | ".join(first + list(metrics)) + " |",
         "|---|" + ("---:|" if seeded else "") + "---:|" * len(metrics),
     ]
-    base_row = next(row for row in data["rows"] if row["is_base"])
+    by_label = {row["label"]: row for row in data["rows"]}
     for row in data["rows"]:
-        label = row["label"].replace("|", "\\|") + (" (base)" if row["is_base"] else "")
+        own_reference = not row["is_base"] and row["compared_to"] != data["base"]
+        suffix = " (base)" if row["is_base"] else f" (vs {row['compared_to']})" if own_reference else ""
+        label = (row["label"] + suffix).replace("|", "\\|")
         cells = [label]
         if seeded:
             n = len(row["results_files"])
@@ -348,7 +360,8 @@ def render_markdown(data: dict, precision: int = 1) -> str:
             if not row["results_files"]:
                 cells.append(MISSING)
                 continue
-            base = None if row["is_base"] else _summary_from_json(base_row["metrics"][metric])
+            base = None if row["is_base"] else _summary_from_json(
+                by_label[row["compared_to"]]["metrics"][metric])
             interval = entry.get("delta_ci95")
             significant = interval is not None and (interval[0] > 0 or interval[1] < 0)
             cells.append(format_summary(_summary_from_json(entry), base, precision, significant))
