@@ -328,7 +328,7 @@ def render_markdown(data: dict, precision: int = 1) -> str:
     seeded = _seeded(data)
     metrics, percent = data["metrics"], round(100 * data["confidence"])
     own = any(not row["is_base"] and row["compared_to"] != data["base"] for row in data["rows"])
-    reference = f"base row {data['base']!r}" + (" (or the row after 'vs')" if own else "")
+    reference = f"base {'row' if seeded else 'run'} {data['base']!r}" + (" (or the row after 'vs')" if own else "")
     if seeded:
         caption = (
             f"{data['task']} results on {data['dataset']} (%): mean over n seeds ± half-width of the "
@@ -337,7 +337,7 @@ def render_markdown(data: dict, precision: int = 1) -> str:
         )
     else:
         caption = (f"{data['task']} results on {data['dataset']} (%); in parentheses: difference from the "
-                   f"base run {data['base']!r}.")
+                   f"{reference}.")
     first = ["Setting"] + (["n"] if seeded else [])
     lines: List[str] = [
         caption,
