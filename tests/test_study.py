@@ -226,6 +226,41 @@ def test_a_run_held_by_another_runner_is_left_to_it(tmp_path, in_repo, capsys):
     assert "4 runs: 3 done, 0 to resume, 1 to start" in capsys.readouterr().out
 
 
+# Stands in for a multi-process training (--num-gpus): starts a worker process, then waits.
+SLEEPY_TRAIN_NET = textwrap.dedent('''
+    import os, subprocess, sys, time
+    out = sys.argv[sys.argv.index("OUTPUT_DIR") + 1]
+    os.makedirs(out, exist_ok=True)
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    open(os.path.join(out, "worker.pid"), "w").write(str(worker.pid))
+    time.sleep(300)
+''')
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_run_and_the_processes_it_started(tmp_path, in_repo):
+    fake = tmp_path / "sleepy_train_net.py"
+    fake.write_text(SLEEPY_TRAIN_NET)
+    path, out = write_study(tmp_path, TWO_ROWS), tmp_path / "out"
+    script = f"import sys; from cxr_codet.engine.study import main; sys.exit(main(sys.argv[1:], {str(fake)!r}))"
+    runner = subprocess.Popen([sys.executable, "-c", script, str(path), "--output-root", str(out)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid_file = out / "demo" / "base" / "seed0" / "worker.pid"
+    deadline = time.time() + 300
+    while not (pid_file.is_file() and pid_file.read_text()):
+        assert runner.poll() is None and time.time() < deadline, runner.communicate()
+        time.sleep(0.1)
+    runner.send_signal(signal.SIGTERM)
+    stdout, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 130, stdout + stderr
+    assert "interrupted; rerun the same command to continue" in stderr
+    worker = int(pid_file.read_text())
+    deadline = time.time() + 30
+    while not _gone(worker):
+        assert time.time() < deadline, f"worker {worker} of the interrupted run is still running"
+        time.sleep(0.1)
+
+
 def test_command_line_errors_exit_2_with_the_message(tmp_path, in_repo, capsys):
     path = write_study(tmp_path, "name: x\nseeds: [0]\nrows: [{name: a, config: configs/nope.yaml}]\n")
     assert main([str(path)], TRAIN_NET) == 2

@@ -295,11 +295,12 @@ def _die_with_parent() -> None:
 
 def execute(run: PlannedRun, say: Callable[[str], None], prefix: str) -> int:
     """Run one training subprocess, its output appended to <run>/study_run.log; report its iteration every
-    PROGRESS_PERIOD_S seconds; return its exit status."""
+    PROGRESS_PERIOD_S seconds; return its exit status. The run gets its own process group, so an interrupted
+    runner stops it together with the processes it started (--num-gpus)."""
     run.output_dir.mkdir(parents=True, exist_ok=True)
     with open(run.output_dir / RUN_LOG, "a") as log:
         process = subprocess.Popen(run.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   bufsize=1, preexec_fn=_die_with_parent,
+                                   bufsize=1, preexec_fn=_die_with_parent, start_new_session=True,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
         log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {run.state} run, pid {process.pid}\n"
                   f"$ {shlex.join(run.command)}\n")
@@ -315,7 +316,10 @@ def execute(run: PlannedRun, say: Callable[[str], None], prefix: str) -> int:
                     last_report = time.monotonic()
             return process.wait()
         except BaseException:
-            process.kill()
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             process.wait()
             raise
 
@@ -472,9 +476,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str], train_script) -> int:
-    """Run the command line; returns the exit status (1 when a run failed, 2 for a bad study file)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command line; returns the exit status (1 when a run failed, 2 for a bad study file, 130 when
+    interrupted by Ctrl-C or SIGTERM)."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill <runner>` acts as Ctrl-C
+    try:
+        return _main(build_parser().parse_args(argv), train_script)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace, train_script) -> int:
     try:
         study = load_study(args.study)
         failures = [] if args.table_only else run_study(
