@@ -282,8 +282,8 @@ def test_image_reader_refuses_empty_truncated_and_huge_files(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     truncated_png(tmp_path / "truncated.png")
     write_gray_png(tmp_path / "huge.png", HUGE, HUGE)
-    for name, message in (("empty.png", "the file is empty or not a decodable image"),
-                          ("truncated.png", "the file is empty or not a decodable image")):
+    for name, message in (("empty.png", "the file is empty"),
+                          ("truncated.png", "not a decodable PNG/JPEG image")):
         with pytest.raises(ValueError, match=rf"cannot read image '.*{name}' \(dataset record image_id=7\): {message}"):
             read_gray_image(_record(tmp_path / name, 64, 64))
     with PeakMemory("cpu") as memory, pytest.raises(ValueError, match=r"huge\.png.* 10000x10000 pixels .* above the"):

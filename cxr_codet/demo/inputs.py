@@ -1,17 +1,16 @@
 """Demo inputs: PNG/JPEG files and DICOMs (decoded exactly as the VinDr-CXR converter decodes them), or folders.
 
 A DICOM is recognised by its suffix (.dcm, .dicom) or by the "DICM" marker at byte 128. Every image becomes a
-2-D uint8 array plus the size of the file's own pixel grid, on which detections are reported.
+2-D uint8 array (16-bit PNGs windowed by the shared reader, data/image_io.py) plus the size of the file's own pixel grid, on which detections are reported.
 """
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Sequence
 
-import cv2
 import numpy as np
 
 from ..data.dicom import read_dicom_image
-from ..data.image_limits import encoded_oversize_problem
+from ..data.image_io import decode_gray
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -65,13 +64,8 @@ def read_input_image(path: Path, dicom_long_side: int) -> InputImage:
     if is_dicom(path):
         image = read_dicom_image(path, long_side=dicom_long_side or None, bit_depth=8)
         return InputImage(path, "dicom", image.pixels, image.original_width, image.original_height)
-    data = path.read_bytes()
-    if not data:
-        raise ValueError(f"{path}: the file is empty")
-    problem = encoded_oversize_problem(data)
-    if problem:
-        raise ValueError(f"{path}: {problem}")
-    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
-    if pixels is None:
-        raise ValueError(f"{path}: not a decodable PNG/JPEG image (truncated or another format?)")
+    try:
+        pixels = decode_gray(path.read_bytes())
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return InputImage(path, "image", pixels, int(pixels.shape[1]), int(pixels.shape[0]))
