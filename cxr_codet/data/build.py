@@ -10,6 +10,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch.utils.data as torchdata
 from detectron2.data import (
+    DatasetCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
@@ -166,6 +167,13 @@ def build_cxr_test_loader(cfg, dataset_name):
         mapper=CXRDatasetMapper(cfg, is_train=False),
         num_workers=cfg.DATALOADER.NUM_WORKERS,
     )
+
+
+def check_test_images(cfg) -> None:
+    """Check the images of every DATASETS.TEST dataset now (e.g. before training, whose evaluation builds the test
+    loaders at the end); refuses bad images unless cfg.DATALOADER.SKIP_BAD_IMAGES."""
+    for name in cfg.DATASETS.TEST:
+        _checked(cfg, DatasetCatalog.get(name), f"test set {name}")
 
 
 def _checked(cfg, dataset_dicts, what: str):
