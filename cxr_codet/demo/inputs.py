@@ -5,7 +5,7 @@ A DICOM is recognised by its suffix (.dcm, .dicom) or by the "DICM" marker at by
 """
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,20 +41,28 @@ def _supported(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES
 
 
-def collect_inputs(paths: Sequence[str]) -> List[Path]:
-    """The files to run on: files as given, plus the PNG/JPEG/DICOM files directly inside given folders (sorted)."""
+def collect_inputs(paths: Sequence[str], problems: Optional[List[Tuple[str, str]]] = None) -> List[Path]:
+    """The files to run on: files as given, plus the PNG/JPEG/DICOM files directly inside given folders (sorted).
+
+    A path that does not exist, or a folder without such files, raises FileNotFoundError; with `problems` it is
+    appended there as (path, reason) instead, so that one bad path does not stop the others.
+    """
     found = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file() and _supported(p))
-            if not files:
-                raise FileNotFoundError(f"{path}: the folder holds no {'/'.join(IMAGE_SUFFIXES + DICOM_SUFFIXES)} file")
+            problem = None if files else f"{path}: the folder holds no {'/'.join(IMAGE_SUFFIXES + DICOM_SUFFIXES)} file"
             found.extend(files)
         elif path.is_file():
+            problem = None
             found.append(path)
         else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
+            problem = f"{path}: no such file or folder"
+        if problem and problems is None:
+            raise FileNotFoundError(problem)
+        if problem:
+            problems.append((str(given), problem))
     return list(dict.fromkeys(found))
 
 
