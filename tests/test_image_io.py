@@ -7,7 +7,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 import torch
 from test_demo import save_tiny_model
 from test_dicom import ramp, write_dicom

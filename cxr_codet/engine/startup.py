@@ -8,7 +8,6 @@ Errors while building the model, data loaders (e.g. bad images) or loading weigh
 """
 import argparse
 import difflib
-import logging
 import sys
 from pathlib import Path
 from typing import Iterable, List

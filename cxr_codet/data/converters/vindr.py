@@ -202,9 +202,12 @@ def build_vindr_coco(
 
     labels = {split: _labels_per_image(table) for split, table in fused.items()}
     for split in image_ids:
+        other_rows = readers.no_finding_images.get(split, set()) | set(kept.loc[kept["split"] == split, "image_id"])
         image_ids[split] = _account_for_rejected_rows(
-            split, image_ids[split], labels[split], rejected, readers.no_finding_images.get(split, set()), report
+            split, image_ids[split], labels[split], rejected, other_rows, report
         )
+    if not image_ids["train"]:
+        raise ConverterError("no usable training image is left; the report's skipped items say why")
     in_order = [image_id for split in image_ids for image_id in image_ids[split]]
     numeric_ids = {image_id: number for number, image_id in enumerate(in_order)}
     train_ids, val_ids = split_train_val(
@@ -242,11 +245,12 @@ def _images_with_size(image_ids: List[str], boxes: pd.DataFrame, sizes, report: 
 
 
 def _account_for_rejected_rows(
-    split: str, image_ids: List[str], labels: Dict[str, List[str]], rejected: pd.DataFrame, no_finding: set,
+    split: str, image_ids: List[str], labels: Dict[str, List[str]], rejected: pd.DataFrame, other_rows: set,
     report: ConversionReport,
 ) -> List[str]:
     """The images of `split` that stay: one that lost rows keeps the findings known from its kept boxes and its
-    rejected rows (added to `labels`), or is left out when none is known; never does it become a negative."""
+    rejected rows (added to `labels`), or is left out when none is known; never does it become a negative.
+    `other_rows`: images with rows that were not rejected ("No finding" rows, or boxes that fusion removed)."""
     rows = rejected[(rejected["split"] == split) & rejected["image_id"].isin(set(image_ids))]
     dropped = set()
     for image_id, lost in rows.groupby("image_id", sort=True):
@@ -259,9 +263,10 @@ def _account_for_rejected_rows(
             report.keep_with_rejected_rows(f"kept with {count}", image_id, detail=f"image labels {labels[image_id]}")
             continue
         dropped.add(image_id)
-        if image_id in no_finding:
+        if image_id in other_rows:
             report.skip(f"dropped: no usable finding left after {count}", image_id=image_id,
-                        detail="its other rows say 'No finding', but the rejected rows may name a finding")
+                        detail="its other rows say 'No finding' or lost their boxes in fusion, but the rejected rows "
+                        "may name a finding")
         else:
             report.skip("dropped: all rows rejected", image_id=image_id, detail=count)
     return [image_id for image_id in image_ids if image_id not in dropped]
