@@ -27,12 +27,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
-from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
+from .amp import build_train_loop, inference_autocast
 from .launcher import build_cfg
 from .memory import PeakMemory
 from .trainer import CXRTrainer
@@ -102,8 +102,7 @@ def benchmark_train(cfg, settings: BenchmarkSettings) -> Dict[str, float]:
         optimizer = CXRTrainer.build_optimizer(cfg, model)
         scheduler = CXRTrainer.build_lr_scheduler(cfg, optimizer)
         batches = _take(CXRTrainer.build_train_loader(cfg), settings.cached_batches)
-        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        trainer = trainer_cls(model, itertools.cycle(batches), optimizer)
+        trainer = build_train_loop(cfg, model, itertools.cycle(batches), optimizer)
         with EventStorage(0) as storage:
 
             def step():
@@ -138,7 +137,7 @@ def benchmark_eval(cfg, settings: BenchmarkSettings) -> Dict[str, float]:
         cycle = itertools.cycle(inputs)
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), inference_autocast(cfg):
                 model(next(cycle))
 
         for _ in range(settings.warmup):
