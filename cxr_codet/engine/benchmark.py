@@ -251,6 +251,55 @@ def _cpu_model() -> Optional[str]:
     return None
 
 
+# detectron2's model zoo, Faster R-CNN R50-FPN 1x: 0.210 s/iteration for 16 images on 8 V100 (2 per GPU),
+# 0.038 s/image inference (MODEL_ZOO.md of detectron2).
+DETECTRON2_V100_TRAIN_IMAGES_PER_SECOND_PER_GPU = 16 / 8 / 0.210
+DETECTRON2_V100_SECONDS_PER_IMAGE = 0.038
+# Issue #14's GPU targets: baseline AMP training >= 3x that per GPU; CXR-CoDet / baseline <= 1.10 per
+# training iteration and <= 1.05 per image at inference.
+TARGET_AMP_SPEEDUP_OVER_V100 = 3.0
+TARGET_TRAIN_RATIO = 1.10
+TARGET_EVAL_RATIO = 1.05
+
+
+def target_rows(fp32: dict, amp: dict) -> List[List[str]]:
+    """Rows (figure, measured, target, met) from two tools/benchmark.py reports of baseline (A) vs CXR-CoDet
+    (B) with tasks train and eval: `fp32` without and `amp` with SOLVER.AMP."""
+
+    def median(report, task, label, figure):
+        return report["results"][task][label]["median"][figure]
+
+    rows = []
+    v100 = DETECTRON2_V100_TRAIN_IMAGES_PER_SECOND_PER_GPU
+    amp_images = median(amp, "train", "A", "images_per_second")
+    rows.append(["baseline AMP training images/s per GPU", f"{amp_images:.2f} ({amp_images / v100:.2f}x V100)",
+                 f">= {TARGET_AMP_SPEEDUP_OVER_V100 * v100:.1f} ({TARGET_AMP_SPEEDUP_OVER_V100:g}x {v100:.2f})",
+                 amp_images >= TARGET_AMP_SPEEDUP_OVER_V100 * v100])
+    rows.append(["baseline fp32 training images/s per GPU", f"{median(fp32, 'train', 'A', 'images_per_second'):.2f}",
+                 f"(V100: {v100:.2f})", None])
+    for name, report in (("fp32", fp32), ("AMP", amp)):
+        seconds = median(report, "eval", "A", "seconds_per_image")
+        rows.append([f"baseline {name} inference s/image", f"{seconds:.4f}",
+                     f"(V100: {DETECTRON2_V100_SECONDS_PER_IMAGE})", None])
+        train_ratio = report["results"]["train"]["B/A"]["seconds_per_iteration"]
+        eval_ratio = report["results"]["eval"]["B/A"]["seconds_per_image"]
+        rows.append([f"CXR-CoDet / baseline s/iteration, {name}", f"{train_ratio:.3f}", f"<= {TARGET_TRAIN_RATIO}",
+                     train_ratio <= TARGET_TRAIN_RATIO])
+        rows.append([f"CXR-CoDet / baseline inference s/image, {name}", f"{eval_ratio:.3f}", f"<= {TARGET_EVAL_RATIO}",
+                     eval_ratio <= TARGET_EVAL_RATIO])
+    return [row[:3] + ["" if row[3] is None else ("yes" if row[3] else "NO")] for row in rows]
+
+
+def summarize(fp32_path: Path, amp_path: Path) -> str:
+    """The target table of two reports written by --output (see `target_rows`), with the machine they ran on."""
+    fp32, amp = (json.loads(Path(path).read_text()) for path in (fp32_path, amp_path))
+    machine = amp["machine"]
+    where = f"{machine.get('gpu', machine['cpu'])} (device {machine['device']}, torch {machine['torch']})"
+    note = "" if str(machine["device"]).startswith("cuda") else "\nCPU run: the targets are GPU targets."
+    table = tabulate(target_rows(fp32, amp), headers=["figure", "measured", "target", "met"], tablefmt="github")
+    return f"Measured on {where}{note}\n{table}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of tools/benchmark.py."""
     parser = argparse.ArgumentParser(
@@ -261,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare-config configs/phantom/cxr_codet_R18_FPN_phantom.yaml --task train eval "
         "INPUT.MIN_SIZE_TEST 512 INPUT.MAX_SIZE_TEST 512",
     )
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="config A")
+    parser.add_argument("--config-file", metavar="FILE", help="config A")
     parser.add_argument("--compare-config", metavar="FILE", help="config B, benchmarked alternately with A")
     parser.add_argument("--task", nargs="+", default=["train", "eval", "data"], choices=sorted(BENCHMARK_TASKS))
     parser.add_argument("--iterations", type=int, default=20, help="timed iterations / images / batches per round")
@@ -271,13 +320,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
     parser.add_argument("--output", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--summarize", nargs=2, type=Path, metavar=("FP32_JSON", "AMP_JSON"),
+                        help="instead of benchmarking, compare two --output reports (baseline A vs CXR-CoDet B, "
+                        "train and eval, without and with SOLVER.AMP) with detectron2's R50-FPN figures and the targets")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides applied to both configs")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     """Parse arguments, run the benchmarks, print the table, write --output; returns the report."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.summarize:
+        print(summarize(*args.summarize))
+        return {}
+    if not args.config_file:
+        parser.error("--config-file is required (unless --summarize)")
     setup_logger(name="cxr_codet")
     setup_logger(name="detectron2")
     if args.num_threads:
