@@ -7,6 +7,9 @@ Tasks (BENCHMARK_TASKS):
 - "eval": inference seconds per image at batch 1 (the model only, inputs cached from the test loader),
   after warm-up.
 - "data": images per second of the training loader, mapper and DATALOADER.NUM_WORKERS included.
+- "vindr_data_path": full-size synthetic VinDr DICOMs through prepare_vindr's conversion (1 and 2 workers,
+  8- and 16-bit PNGs) and then the "data" task on the PNGs (engine/data_path_benchmark.py).
+With SOLVER.AMP.ENABLED, "train" runs the AMP step and "eval" runs under autocast (engine/amp.py).
 Each task also reports its peak memory from before the model or loader is built (`memory.PeakMemory`).
 
 `run_benchmarks` runs one config, or alternates two (A B, then B A, ...) over several rounds and reports each
@@ -33,6 +36,7 @@ from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
 from .amp import build_train_loop, inference_autocast
+from .data_path_benchmark import data_path_figures
 from .launcher import build_cfg
 from .memory import PeakMemory
 from .trainer import CXRTrainer
@@ -164,6 +168,15 @@ def benchmark_data(cfg, settings: BenchmarkSettings) -> Dict[str, float]:
         "images_per_second": images / seconds,
         "peak_memory_mib": memory.peak_mib,
     }
+
+
+@register_benchmark_task("vindr_data_path")
+def benchmark_vindr_data_path(cfg, settings: BenchmarkSettings) -> Dict[str, float]:
+    """VinDr-sized synthetic DICOMs (`iterations` of them, kept in OUTPUT_DIR/vindr_data_path/release):
+    prepare_vindr conversion images/s and peak memory with 1 and 2 workers, then the `data` task on the
+    converted 8- and 16-bit PNGs (see engine/data_path_benchmark.py)."""
+    workdir = Path(cfg.OUTPUT_DIR) / "vindr_data_path"
+    return data_path_figures(cfg, workdir, settings.iterations, benchmark_data, settings)
 
 
 def _median_figures(runs: Sequence[Dict[str, float]]) -> Dict[str, float]:
