@@ -1,6 +1,7 @@
 """Mixed precision (SOLVER.AMP) on CPU: bfloat16 and float16 training steps of both phantom models through
 CXRTrainer, finite losses, the float16 loss scaler's state through a checkpoint, and the co-occurrence
 loss kept in float32 under autocast."""
+import json
 import math
 
 import pytest
@@ -120,3 +121,39 @@ def test_cooccurrence_loss_stays_float32_under_autocast():
         mixed = head(features, valid, concepts, classifier)
     assert mixed.dtype == torch.float32
     assert mixed.item() == pytest.approx(reference.item(), rel=1e-6)
+
+
+def _report(train_a, train_b, eval_a, eval_b, device="cuda"):
+    def entry(figures_a, figures_b, ratios):
+        return {"A": {"median": figures_a}, "B": {"median": figures_b}, "B/A": ratios}
+
+    return {
+        "machine": {"device": device, "cpu": "x86", "gpu": "NVIDIA H200", "torch": "2.11"},
+        "results": {
+            "train": entry({"images_per_second": 2 / train_a}, {"images_per_second": 2 / train_b},
+                           {"seconds_per_iteration": train_b / train_a}),
+            "eval": entry({"seconds_per_image": eval_a}, {"seconds_per_image": eval_b},
+                          {"seconds_per_image": eval_b / eval_a}),
+        },
+    }
+
+
+def test_gpu_summary_checks_each_target(tmp_path, capsys):
+    from cxr_codet.engine.benchmark import main, target_rows
+
+    fp32 = _report(0.2, 0.21, 0.03, 0.031)
+    amp = _report(0.05, 0.06, 0.02, 0.022)  # 40 images/s (4.2x V100), CoDet 1.2x per iteration, 1.1x inference
+    rows = {row[0]: row for row in target_rows(fp32, amp)}
+    assert rows["baseline AMP training images/s per GPU"][1:] == ["40.00 (4.20x V100)", ">= 28.6 (3x 9.52)", "yes"]
+    assert rows["CXR-CoDet / baseline s/iteration, fp32"][1:] == ["1.050", "<= 1.1", "yes"]
+    assert rows["CXR-CoDet / baseline s/iteration, AMP"][1:] == ["1.200", "<= 1.1", "NO"]
+    assert rows["CXR-CoDet / baseline inference s/image, AMP"][1:] == ["1.100", "<= 1.05", "NO"]
+    assert rows["baseline fp32 inference s/image"][1:] == ["0.0300", "(V100: 0.038)", ""]
+    paths = []
+    for name, report in (("fp32", fp32), ("amp", _report(0.05, 0.06, 0.02, 0.022, device="cpu"))):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(report))
+    main(["--summarize", *map(str, paths)])
+    printed = capsys.readouterr().out
+    assert "Measured on NVIDIA H200 (device cpu, torch 2.11)" in printed
+    assert "CPU run: the targets are GPU targets." in printed
