@@ -23,10 +23,12 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # used from other folders
 ls "$WHEELHOUSE"/*.whl >/dev/null 2>&1 || { echo "gpu_benchmark.sh: no wheels in $WHEELHOUSE: run 'make wheelhouse' first" >&2; exit 1; }
 OUT=${OUT:-output/gpu_benchmark}
 mkdir -p "$OUT"
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/cxr_codet_gpu_benchmark.XXXXXX")
+trap 'rm -rf "$SCRATCH"' EXIT
 exec > >(tee "$OUT/log.txt") 2>&1
 start=$(date +%s)
 step() { echo; echo "=== [$(( $(date +%s) - start )) s] $*"; }
@@ -34,7 +36,8 @@ step() { echo; echo "=== [$(( $(date +%s) - start )) s] $*"; }
 step "install $WHEELHOUSE into $SCRATCH/site against this machine's torch"
 "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --target "$SCRATCH/site" "$WHEELHOUSE"/*.whl
 export PYTHONPATH="$SCRATCH/site" DETECTRON2_DATASETS="$SCRATCH/datasets" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-"$PY" - "$SCRATCH/site" <<'PYEOF'
+# from $SCRATCH, so that the checkout's own cxr_codet/ (the current folder) cannot shadow the wheel
+(cd "$SCRATCH" && "$PY" - "$SCRATCH/site") <<'PYEOF'
 import sys, torch, torchvision, detectron2, cxr_codet
 assert cxr_codet.__file__.startswith(sys.argv[1]), f"cxr_codet imported from {cxr_codet.__file__}, not the wheelhouse"
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
@@ -75,5 +78,4 @@ step "benchmark AMP ($AMP_DTYPE): the same"
 "$PY" "${BENCH[@]}" --output "$OUT/benchmark_amp.json" "${OPTS[@]}" SOLVER.AMP.ENABLED True SOLVER.AMP.DTYPE "$AMP_DTYPE"
 step "against detectron2's R50-FPN figures and the targets"
 "$PY" tools/benchmark.py --summarize "$OUT/benchmark_fp32.json" "$OUT/benchmark_amp.json" | tee "$OUT/targets.txt"
-rm -rf "$SCRATCH"
 step "done in $(( $(date +%s) - start )) s; results in $OUT"
