@@ -35,6 +35,10 @@ step() { echo; echo "=== [$(( $(date +%s) - start )) s] $*"; }
 
 step "install $WHEELHOUSE into $SCRATCH/site against this machine's torch"
 "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --target "$SCRATCH/site" "$WHEELHOUSE"/*.whl
+# cxr_codet reads datasets/metadata/*.json beside its package folder (data/descriptions.py, class_mapping.py),
+# which a wheel does not carry: link the checkout's.
+mkdir -p "$SCRATCH/site/datasets"
+ln -s "$PWD/datasets/metadata" "$SCRATCH/site/datasets/metadata"
 export PYTHONPATH="$SCRATCH/site" DETECTRON2_DATASETS="$SCRATCH/datasets" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 # from $SCRATCH, so that the checkout's own cxr_codet/ (the current folder) cannot shadow the wheel
 (cd "$SCRATCH" && "$PY" - "$SCRATCH/site") <<'PYEOF'
