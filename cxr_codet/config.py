@@ -83,6 +83,8 @@ def _add_solver_config(cfg):
     cfg.SOLVER.OPTIMIZER = "SGD"
     # Iterations between metric writes (console, metrics.json, TensorBoard); detectron2 hardcodes 20.
     cfg.SOLVER.LOG_PERIOD = 20
+    # Autocast dtype of SOLVER.AMP.ENABLED: "float16" (with loss scaling; GPUs) or "bfloat16" (no scaler; Ampere+, CPU).
+    cfg.SOLVER.AMP.DTYPE = "float16"
 
 
 def _add_cxr_codet_model_config(cfg):
