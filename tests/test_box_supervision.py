@@ -7,16 +7,18 @@ import logging
 import numpy as np
 import pytest
 import torch
+import yaml
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.utils.events import EventStorage
-from tiny_cxr_codet import _instances, hand_made_batch, tiny_model
+from tiny_cxr_codet import REPO_ROOT, _instances, hand_made_batch, tiny_model
 
 from cxr_codet import add_cxr_codet_config
 from cxr_codet.data.box_supervision import apply_box_fraction, boxed_positions, split_box_supervision
 from cxr_codet.data.build import build_cxr_train_loader
 from cxr_codet.data.datasets.coco_cxr import register_cxr_coco
 from cxr_codet.data.samplers import NO_CONCEPT, ConceptGroupSampler, groups_per_batch
+from cxr_codet.engine.launcher import build_cfg
 from cxr_codet.engine.trainer import check_image_level_only_support
 
 BOX_LOSSES = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg")
@@ -221,3 +223,21 @@ def test_batch_without_any_box_gives_zero_box_losses_and_trains_co_occurrence(tm
     assert losses["loss_cooccurrence"].item() > 0
     sum(losses.values()).backward()
     assert model.roi_heads.co_occurrence.sim_mlp.fc1.weight.grad.abs().sum() > 0
+
+
+def test_weak_label_study_rows_build_and_pair_each_fraction():
+    """studies/phantom_weak_labels.yaml: every row's config and overrides build; at each fraction the baseline
+    drops the image-level-only images and CXR-CoDet keeps them."""
+    study = yaml.safe_load((REPO_ROOT / "studies" / "phantom_weak_labels.yaml").read_text())
+    assert study["seeds"] == [0, 1, 2]
+    by_fraction = {}
+    for row in study["rows"]:
+        opts = [str(v) for v in study["overrides"] + row.get("overrides", [])]
+        cfg = build_cfg(str(REPO_ROOT / row["config"]), opts, cpu=True)
+        assert cfg.SOLVER.MAX_ITER == 300 and cfg.SOLVER.IMS_PER_BATCH == 8
+        by_fraction.setdefault(cfg.DATASETS.TRAIN_BOX_FRACTION, {})[cfg.MODEL.META_ARCHITECTURE] = cfg
+    assert sorted(by_fraction) == [0.1, 0.25, 1.0]
+    for pair in by_fraction.values():
+        assert pair["GeneralizedRCNN"].DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY
+        assert not pair["CXRCoDet"].DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY
+        assert pair["CXRCoDet"].DATALOADER.BOX_IMAGES_PER_BATCH == 2
