@@ -28,6 +28,13 @@ def _add_input_and_data_config(cfg):
     cfg.DATALOADER.SKIP_BAD_IMAGES = False
     # Cache of the start-up check (image headers by path, size, mtime); "" = ~/.cache/cxr_codet/image_headers.json.
     cfg.DATALOADER.IMAGE_CHECK_CACHE = ""
+    # Weak-label regime: fraction of the training images with findings that keep their boxes; the others keep
+    # only image-level findings and captions ("box_supervised" False). 1.0: every box (see data/box_supervision.py).
+    cfg.DATASETS.TRAIN_BOX_FRACTION = 1.0
+    # Seed of which images keep boxes (nested across fractions); -1: cfg.SEED (0 when SEED is -1 too).
+    cfg.DATASETS.TRAIN_BOX_SEED = -1
+    # Leave the image-level-only images out of training (detectors without image-level losses, e.g. Faster R-CNN).
+    cfg.DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY = False
 
 
 def _add_sampler_config(cfg):
@@ -39,6 +46,9 @@ def _add_sampler_config(cfg):
     cfg.DATALOADER.CONCEPT_FREQUENCY_POWER = 0.5
     # "No finding" images (concept_id -1, box loss only) per process batch, counted in IMS_PER_BATCH.
     cfg.DATALOADER.NO_FINDING_PER_BATCH = 0
+    # Box-annotated images with findings (concept_id -1, box losses only) per process batch, counted in
+    # IMS_PER_BATCH: keeps box supervision in every batch when DATASETS.TRAIN_BOX_FRACTION is small.
+    cfg.DATALOADER.BOX_IMAGES_PER_BATCH = 0
 
 
 def _add_evaluation_config(cfg):

@@ -1,9 +1,10 @@
 """Train and test data loaders: detectron2's loaders with the CXR mapper, and the concept-group loader.
 
-`build_cxr_train_loader` picks the loader by cfg.DATALOADER.SAMPLER_TRAIN from TRAIN_LOADER_BUILDERS:
-detectron2's three training samplers, and "ConceptGroupSampler" (CXR-CoDet), whose per-process batches
-are whole concept groups whose dicts carry "concept_id" (see samplers.py). Both loaders check every image of
-their datasets first (image_check.py).
+`build_cxr_train_loader` checks every image (image_check.py), applies the weak-label split
+(DATASETS.TRAIN_BOX_FRACTION, box_supervision.py), then picks the loader by cfg.DATALOADER.SAMPLER_TRAIN from
+TRAIN_LOADER_BUILDERS: detectron2's three training samplers, and "ConceptGroupSampler" (CXR-CoDet), whose
+per-process batches are whole concept groups whose dicts carry "concept_id" (see samplers.py). The test
+loader checks its images too.
 """
 import logging
 from typing import Callable, Dict, Optional, Sequence, Tuple
@@ -24,6 +25,7 @@ from detectron2.data.samplers import (
 )
 
 from .image_check import check_images
+from .box_supervision import apply_box_fraction
 from .mapper import CXRDatasetMapper
 from .samplers import ConceptGroupSampler, image_concepts
 
@@ -122,6 +124,7 @@ def _concept_group_loader(cfg, dataset_dicts, mapper):
         concept_sampling=cfg.DATALOADER.CONCEPT_SAMPLING,
         frequency_power=cfg.DATALOADER.CONCEPT_FREQUENCY_POWER,
         no_finding_per_batch=cfg.DATALOADER.NO_FINDING_PER_BATCH,
+        box_images_per_batch=cfg.DATALOADER.BOX_IMAGES_PER_BATCH,
         seed=_sampler_seed(cfg),
     )
     return torchdata.DataLoader(
@@ -149,6 +152,7 @@ def build_cxr_train_loader(cfg, mapper=None):
         cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
     )
     dataset_dicts = _checked(cfg, dataset_dicts, f"training set ({', '.join(cfg.DATASETS.TRAIN)})")
+    dataset_dicts = apply_box_fraction(cfg, dataset_dicts)
     if mapper is None:
         mapper = CXRDatasetMapper(cfg, is_train=True)
     logger.info("Using training sampler %s", sampler_name)

@@ -4,7 +4,10 @@ CoDet's co-occurrence loss compares each image of a group (the query) with the o
 supports), so every per-process batch must hold whole, consecutive groups. The sampler yields, per
 process, lists of ``(dataset index, concept_id)`` pairs: ``groups_per_batch`` groups of G images that
 all contain finding ``concept_id`` (a contiguous class id), followed by ``no_finding_per_batch``
-"No finding" images (no boxes) tagged ``concept_id = -1`` that only feed the box-supervised loss.
+"No finding" images (no boxes) tagged ``concept_id = -1`` that only feed the box-supervised loss, and
+``box_images_per_batch`` box-annotated images with findings, also tagged -1 (box losses only): in the
+weak-label regime (box_supervision.py) they keep box supervision at a fixed share of every batch, as
+CoDet's separate box batches do, however few images keep boxes.
 
 Choices (see also DATALOADER.* in cxr_codet/config.py):
 - A group's finding is drawn "uniform"ly over the findings present in the data (default, so rare
@@ -17,7 +20,7 @@ Choices (see also DATALOADER.* in cxr_codet/config.py):
   finding has at least G images, and repeat only when it has fewer (warned once).
 - No-finding images are counted inside SOLVER.IMS_PER_BATCH, so IMS_PER_BATCH keeps detectron2's
   meaning (images per iteration over all processes): per process,
-  IMS_PER_BATCH / world_size - no_finding_per_batch images must be a positive multiple of G.
+  IMS_PER_BATCH / world_size - no_finding_per_batch - box_images_per_batch must be a positive multiple of G.
 - Infinite and seeded: one global stream of per-process batches is drawn from the seed, and process
   ``rank`` takes batches ``rank, rank + world_size, ...`` (detectron2's TrainingSampler sharding),
   so processes get different whole groups and a (seed, rank) pair always gives the same stream.
@@ -43,6 +46,14 @@ def image_concepts(record: dict) -> List[int]:
     return sorted({int(ann["category_id"]) for ann in record.get("annotations", [])})
 
 
+BOX_SUPERVISED = "box_supervised"
+
+
+def is_box_supervised(record: dict) -> bool:
+    """False only for images marked image-level-only (see box_supervision.py); without the key, True."""
+    return bool(record.get(BOX_SUPERVISED, True))
+
+
 def aspect_ratio_bucket(record: dict) -> int:
     """LANDSCAPE when width > height, else PORTRAIT (detectron2's AspectRatioGroupedDataset rule)."""
     try:
@@ -56,7 +67,11 @@ def aspect_ratio_bucket(record: dict) -> int:
 
 
 def groups_per_batch(
-    ims_per_batch: int, world_size: int, group_size: int, no_finding_per_batch: int = 0
+    ims_per_batch: int,
+    world_size: int,
+    group_size: int,
+    no_finding_per_batch: int = 0,
+    box_images_per_batch: int = 0,
 ) -> int:
     """Number of concept groups in each per-process batch; raises ValueError when the sizes don't fit."""
     if group_size < 2:
@@ -67,18 +82,20 @@ def groups_per_batch(
         )
     if no_finding_per_batch < 0:
         raise ValueError(f"DATALOADER.NO_FINDING_PER_BATCH = {no_finding_per_batch} must be >= 0")
+    if box_images_per_batch < 0:
+        raise ValueError(f"DATALOADER.BOX_IMAGES_PER_BATCH = {box_images_per_batch} must be >= 0")
     if ims_per_batch <= 0 or ims_per_batch % world_size != 0:
         raise ValueError(
             f"SOLVER.IMS_PER_BATCH = {ims_per_batch} must be a positive multiple of the number of "
             f"processes ({world_size})"
         )
     per_process = ims_per_batch // world_size
-    grouped = per_process - no_finding_per_batch
+    grouped = per_process - no_finding_per_batch - box_images_per_batch
     if grouped <= 0 or grouped % group_size != 0:
         raise ValueError(
             f"per-process batch of {per_process} images (SOLVER.IMS_PER_BATCH = {ims_per_batch} / "
             f"{world_size} processes) minus DATALOADER.NO_FINDING_PER_BATCH = {no_finding_per_batch} "
-            f"leaves {grouped} images, which is not a positive multiple of "
+            f"and DATALOADER.BOX_IMAGES_PER_BATCH = {box_images_per_batch} leaves {grouped} images, which is not a positive multiple of "
             f"DATALOADER.CONCEPT_GROUP_SIZE = {group_size}: each process must get whole groups"
         )
     return grouped // group_size
@@ -144,6 +161,7 @@ class ConceptGroupSampler(Sampler):
         concept_sampling: str = "uniform",
         frequency_power: float = 0.5,
         no_finding_per_batch: int = 0,
+        box_images_per_batch: int = 0,
         seed: Optional[int] = None,
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
@@ -156,6 +174,7 @@ class ConceptGroupSampler(Sampler):
             concept_sampling: a key of CONCEPT_WEIGHTINGS ("uniform" or "frequency").
             frequency_power: exponent on image counts for "frequency".
             no_finding_per_batch: No-finding images at the end of each per-process batch.
+            box_images_per_batch: box-supervised images with findings after them (drawn uniformly).
             seed: shared by all processes; None draws one shared seed (detectron2's convention).
             rank, world_size: this process and the number of processes; None reads detectron2's comm.
         """
@@ -165,9 +184,10 @@ class ConceptGroupSampler(Sampler):
             raise ValueError(f"rank {self._rank} is outside [0, world_size = {self._world_size})")
         self._group_size = int(group_size)
         self._num_groups = groups_per_batch(
-            ims_per_batch, self._world_size, self._group_size, no_finding_per_batch
+            ims_per_batch, self._world_size, self._group_size, no_finding_per_batch, box_images_per_batch
         )
         self._no_finding_per_batch = int(no_finding_per_batch)
+        self._box_images_per_batch = int(box_images_per_batch)
         if concept_sampling not in CONCEPT_WEIGHTINGS:
             raise ValueError(
                 f"DATALOADER.CONCEPT_SAMPLING = {concept_sampling!r} is unknown; choose one of "
@@ -184,10 +204,13 @@ class ConceptGroupSampler(Sampler):
         buckets = np.array([aspect_ratio_bucket(d) for d in dataset_dicts], dtype=np.int64)
         by_concept: Dict[int, List[int]] = {}
         no_finding: List[int] = []
+        boxed: List[int] = []
         for index, record in enumerate(dataset_dicts):
             concepts = image_concepts(record)
             if not concepts:
                 no_finding.append(index)
+            elif is_box_supervised(record):
+                boxed.append(index)
             for concept in concepts:
                 by_concept.setdefault(concept, []).append(index)
         if not by_concept:
@@ -203,7 +226,13 @@ class ConceptGroupSampler(Sampler):
             )
         self.concepts = sorted(by_concept)
         self._pools = {c: _ConceptPool(by_concept[c], buckets, self._group_size) for c in self.concepts}
+        if self._box_images_per_batch > 0 and not boxed:
+            raise ValueError(
+                f"DATALOADER.BOX_IMAGES_PER_BATCH = {self._box_images_per_batch} but no training image with a "
+                "finding has boxes (DATASETS.TRAIN_BOX_FRACTION keeps none); set it to 0"
+            )
         self._no_finding = np.asarray(no_finding, dtype=np.int64)
+        self._boxed = np.asarray(boxed, dtype=np.int64)
 
     def _log_summary(self, concept_sampling: str, counts: np.ndarray) -> None:
         rare = {c: int(n) for c, n in zip(self.concepts, counts) if n < self._group_size}
@@ -215,16 +244,18 @@ class ConceptGroupSampler(Sampler):
             )
         logger.info(
             "ConceptGroupSampler: %d findings (%s sampling), G = %d, %d groups + %d No-finding images per "
-            "process batch, %d No-finding images available, rank %d of %d; {class id: images} = %s",
+            "process batch + %d box images (of %d with findings and boxes), %d No-finding images available, "
+            "rank %d of %d; {class id: images} = %s",
             len(self.concepts), concept_sampling, self._group_size, self._num_groups,
-            self._no_finding_per_batch, len(self._no_finding), self._rank, self._world_size,
+            self._no_finding_per_batch, self._box_images_per_batch, len(self._boxed), len(self._no_finding),
+            self._rank, self._world_size,
             dict(zip(self.concepts, counts.tolist())),
         )
 
     @property
     def batch_size(self) -> int:
-        """Images per per-process batch: groups * G + No-finding images."""
-        return self._num_groups * self._group_size + self._no_finding_per_batch
+        """Images per per-process batch: groups * G + No-finding images + box images."""
+        return self._num_groups * self._group_size + self._no_finding_per_batch + self._box_images_per_batch
 
     def _draw_batch(self, rng: np.random.Generator) -> List[Tuple[int, int]]:
         concepts = rng.choice(len(self.concepts), size=self._num_groups, p=self.concept_probs)
@@ -235,6 +266,10 @@ class ConceptGroupSampler(Sampler):
         if self._no_finding_per_batch:
             replace = len(self._no_finding) < self._no_finding_per_batch
             extra = rng.choice(self._no_finding, size=self._no_finding_per_batch, replace=replace)
+            batch.extend((int(index), NO_CONCEPT) for index in extra)
+        if self._box_images_per_batch:
+            replace = len(self._boxed) < self._box_images_per_batch
+            extra = rng.choice(self._boxed, size=self._box_images_per_batch, replace=replace)
             batch.extend((int(index), NO_CONCEPT) for index in extra)
         return batch
 
@@ -249,12 +284,13 @@ class ConceptGroupSampler(Sampler):
 def check_concept_group_config(cfg, world_size: Optional[int] = None) -> int:
     """Config-time check of the concept-group batch layout; returns groups per process batch.
 
-    Raises ValueError when G < 2 or IMS_PER_BATCH / world_size - NO_FINDING_PER_BATCH is not a
-    positive multiple of G. Call it at setup, before any data is read.
+    Raises ValueError when G < 2 or IMS_PER_BATCH / world_size - NO_FINDING_PER_BATCH - BOX_IMAGES_PER_BATCH
+    is not a positive multiple of G. Call it at setup, before any data is read.
     """
     return groups_per_batch(
         cfg.SOLVER.IMS_PER_BATCH,
         comm.get_world_size() if world_size is None else world_size,
         cfg.DATALOADER.CONCEPT_GROUP_SIZE,
         cfg.DATALOADER.NO_FINDING_PER_BATCH,
+        cfg.DATALOADER.BOX_IMAGES_PER_BATCH,
     )

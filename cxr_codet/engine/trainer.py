@@ -38,6 +38,7 @@ class CXRTrainer(DefaultTrainer):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
+        check_image_level_only_support(cfg, model)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model)
@@ -134,6 +135,19 @@ class CXRTrainer(DefaultTrainer):
         if len(results) == 1:
             results = list(results.values())[0]
         return results
+
+
+def check_image_level_only_support(cfg, model) -> None:
+    """Refuse to keep image-level-only training images for a model that would read their missing boxes
+    as background (any model without a true `trains_on_image_level_only` attribute, e.g. Faster R-CNN)."""
+    keeps = cfg.DATASETS.TRAIN_BOX_FRACTION < 1.0 and not cfg.DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY
+    if keeps and not getattr(_bare(model), "trains_on_image_level_only", False):
+        raise ValueError(
+            f"DATASETS.TRAIN_BOX_FRACTION = {cfg.DATASETS.TRAIN_BOX_FRACTION} keeps image-level-only images, "
+            f"which {type(_bare(model)).__name__} would train on as if they had no lesion; set "
+            "DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY True (it then trains on the box-annotated images only) or use "
+            "MODEL.META_ARCHITECTURE 'CXRCoDet'"
+        )
 
 
 def truncate_metrics(path: str, start_iter: int) -> int:

@@ -2,6 +2,7 @@
 
 Training is GeneralizedRCNN's (RPN + box-supervised ROI losses; "No finding" images give background
 only), with the batch's concept groups passed on to the ROI heads for CoDet's co-occurrence loss.
+Image-level-only images ("box_supervised": False) give no RPN or box loss (box_supervision.py).
 Inference is GeneralizedRCNN's, against the classifier's active vocabulary, which
 `set_test_vocabulary` switches (e.g. to another dataset's class names) and `reset_test_vocabulary` restores.
 """
@@ -17,6 +18,7 @@ from ..roi_heads.co_occurrence_branch import CoOccurrenceBranchMixin
 from ..similarity_head import check_concept_group_size
 from ..vocabulary import ClassNameEncoder
 from ..vocabulary import training_class_names as read_training_class_names
+from .box_supervision import box_supervised_mask, rpn_forward
 from .concept_groups import concept_groups_from_batch
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,9 @@ logger = logging.getLogger(__name__)
 @META_ARCH_REGISTRY.register()
 class CXRCoDet(GeneralizedRCNN):
     """GeneralizedRCNN + concept groups for the co-occurrence loss + a switchable test vocabulary."""
+
+    # Image-level-only training images are masked out of the box losses (checked by the trainer).
+    trains_on_image_level_only = True
 
     @configurable
     def __init__(
@@ -75,9 +80,13 @@ class CXRCoDet(GeneralizedRCNN):
             raise ValueError("CXRCoDet trains on box-annotated images: every batch dict needs 'instances'")
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
         features = self.backbone(images.tensor)
-        proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
+        box_supervised = box_supervised_mask(batched_inputs)
+        proposals, proposal_losses = rpn_forward(
+            self.proposal_generator, images, features, gt_instances, box_supervised
+        )
         _, detector_losses = self.roi_heads(
-            images, features, proposals, gt_instances, concept_groups=self._concept_groups(batched_inputs)
+            images, features, proposals, gt_instances,
+            concept_groups=self._concept_groups(batched_inputs), box_supervised=box_supervised,
         )
         if self.vis_period > 0 and get_event_storage().iter % self.vis_period == 0:
             self.visualize_training(batched_inputs, proposals)

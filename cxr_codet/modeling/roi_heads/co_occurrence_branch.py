@@ -57,11 +57,33 @@ class CoOccurrenceBranchMixin:
                 top.append(Boxes(boxes.new_zeros((0, 4))))
         return top
 
-    def _forward_train(self, features, proposals, targets, concept_groups):
-        """Box losses on sampled proposals (+ the co-occurrence loss); returns (sampled proposals, losses)."""
+    def _sample_box_supervised(self, proposals, targets, box_supervised) -> List[Instances]:
+        """`label_and_sample_proposals` on the box-supervised images; image-level-only ones get no sample,
+        so they add nothing to the box losses (instead of only background). `box_supervised` None: all."""
+        if box_supervised is None:
+            return self.label_and_sample_proposals(proposals, targets)
+        boxed = [i for i, supervised in enumerate(box_supervised) if supervised]
+        sampled = iter(
+            self.label_and_sample_proposals([proposals[i] for i in boxed], [targets[i] for i in boxed])
+            if boxed else []
+        )
+        out = []
+        for index, p in enumerate(proposals):
+            if box_supervised[index]:
+                out.append(next(sampled))
+                continue
+            empty = p[:0]
+            empty.gt_classes = torch.zeros(0, dtype=torch.long, device=p.proposal_boxes.device)
+            empty.gt_boxes = Boxes(p.proposal_boxes.tensor.new_zeros((0, 4)))
+            out.append(empty)
+        return out
+
+    def _forward_train(self, features, proposals, targets, concept_groups, box_supervised=None):
+        """Box losses on sampled proposals of box-supervised images (+ the co-occurrence loss on all images
+        in groups); returns (sampled proposals, losses)."""
         if not targets:
             raise ValueError("ROI heads need ground-truth 'instances' in training")
-        sampled = self.label_and_sample_proposals(proposals, targets)
+        sampled = self._sample_box_supervised(proposals, targets, box_supervised)
         top_boxes = self._top_proposal_boxes(proposals, concept_groups)
         if top_boxes is None:
             box_features = self._region_features(features, [s.proposal_boxes for s in sampled])

@@ -44,11 +44,12 @@ class CXRCoDetROIHeads(CoOccurrenceBranchMixin, StandardROIHeads):
         pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
         return self.box_head(pooled)
 
-    def forward(self, images, features, proposals, targets=None, concept_groups=None):
-        """detectron2's ROIHeads.forward; in training `concept_groups` (or None) drives the co-occurrence loss."""
+    def forward(self, images, features, proposals, targets=None, concept_groups=None, box_supervised=None):
+        """detectron2's ROIHeads.forward; in training `concept_groups` (or None) drives the co-occurrence loss
+        and `box_supervised` (per image, or None: all) selects the images with box losses."""
         if not self.training:
             return super().forward(images, features, proposals)
-        return self._forward_train(features, proposals, targets, concept_groups)
+        return self._forward_train(features, proposals, targets, concept_groups, box_supervised)
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -76,9 +77,10 @@ class CXRCoDetRes5ROIHeads(CoOccurrenceBranchMixin, Res5ROIHeads):
         """res5 on the pooled regions, mean-pooled: [R, res5 channels]."""
         return self._shared_roi_transform([features[f] for f in self.in_features], boxes).mean(dim=[2, 3])
 
-    def forward(self, images, features, proposals, targets=None, concept_groups=None):
-        """detectron2's Res5ROIHeads.forward; in training `concept_groups` drives the co-occurrence loss."""
+    def forward(self, images, features, proposals, targets=None, concept_groups=None, box_supervised=None):
+        """detectron2's Res5ROIHeads.forward; in training `concept_groups` drives the co-occurrence loss and
+        `box_supervised` (per image, or None: all) selects the images with box losses."""
         if not self.training:
             return super().forward(images, features, proposals)
-        _, losses = self._forward_train(features, proposals, targets, concept_groups)
+        _, losses = self._forward_train(features, proposals, targets, concept_groups, box_supervised)
         return [], losses
