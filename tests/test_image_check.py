@@ -64,6 +64,8 @@ def test_skip_bad_images_keeps_the_good_ones_and_logs_the_count(tmp_path, caplog
         kept = check_images(records, "train set", skip_bad=True, cache_file=tmp_path / "cache.json")
     assert [r["image_id"] for r in kept] == [0, 1, 2, 3, 4, 5]
     assert any("skipping 4 of 10 images of the train set" in r.getMessage() for r in caplog.records)
+    with pytest.raises(BadImagesError, match=r"4 of 4 images of the train set cannot be used, none is left to skip"):
+        check_images(records[6:], "train set", skip_bad=True, cache_file=tmp_path / "cache.json")
 
 
 def test_second_check_reads_no_header_and_notices_a_changed_file(tmp_path, monkeypatch):

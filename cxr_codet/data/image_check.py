@@ -61,6 +61,8 @@ def check_images(
     )
     more = f"; and {len(bad) - SHOWN_OFFENDERS} more" if len(bad) > SHOWN_OFFENDERS else ""
     summary = f"{len(bad)} of {len(records)} images of the {what}"
+    if skip_bad and len(bad) == len(records):
+        raise BadImagesError(f"{summary} cannot be used, none is left to skip to: {listed}{more}")
     if not skip_bad:
         raise BadImagesError(
             f"{summary} cannot be used: {listed}{more}. Fix or remove them, or set DATALOADER.SKIP_BAD_IMAGES True "
