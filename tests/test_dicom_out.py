@@ -1,18 +1,12 @@
-"""The demo's DICOM Secondary Capture (--dicom-out): identifiers and UID lineage of the source kept, new series
-and SOP UIDs, RGB overlay pixels read back by pydicom; on a synthetic DICOM and through tools/demo.py's CLI on the
-real DICOM in ../shared/data."""
-import json
-
-import cv2
+"""The demo's DICOM Secondary Capture (--dicom-out) on synthetic DICOMs: identifiers and UID lineage of the source
+kept, new series and SOP UIDs, RGB overlay pixels read back by pydicom (the real DICOM: tests/test_demo.py)."""
 import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from test_demo import REAL_DICOM, codet_config, phantom_images  # noqa: F401 (module fixtures)
 from test_dicom import write_dicom
 
-from cxr_codet.demo.cli import main as demo_main
 from cxr_codet.demo.dicom_out import SECONDARY_CAPTURE_SOP_CLASS, secondary_capture, write_secondary_capture
 
 IDENTIFIERS = dict(PatientName="Doe^Jane", PatientID="P-0042", StudyInstanceUID="1.2.826.0.1.3680043.8.498.1",
@@ -58,25 +52,3 @@ def test_secondary_capture_rejects_a_source_without_uids_and_a_gray_overlay(tmp_
     source.SOPInstanceUID, source.SOPClassUID = generate_uid(), "1.2.840.10008.5.1.4.1.1.1"
     with pytest.raises(ValueError, match=r"H x W x 3 uint8 RGB image, got \(6, 8\)"):
         secondary_capture(source, overlay()[..., 0])
-
-
-def test_demo_writes_a_dicom_overlay_of_the_real_dicom_in_its_study(codet_config, phantom_images,  # noqa: F811
-                                                                   shared_data, tmp_path):
-    out, dicom_out = tmp_path / "out", tmp_path / "dicom"
-    status = demo_main([
-        "--config-file", str(codet_config), "--input", str(shared_data / REAL_DICOM), str(phantom_images / "000000.png"),
-        "--output", str(out), "--dicom-out", str(dicom_out), "--confidence-threshold", "0",
-        "--dicom-long-side", "512", "--cpu",
-    ])
-    assert status == 0
-    source = pydicom.dcmread(shared_data / REAL_DICOM, stop_before_pixels=True)
-    sc = pydicom.dcmread(dicom_out / "cr-chest-jpeg-baseline.dcm")
-    assert sc.StudyInstanceUID == source.StudyInstanceUID
-    assert sc.PatientID == source.PatientID
-    assert sc.SeriesInstanceUID != source.SeriesInstanceUID and sc.SOPInstanceUID != source.SOPInstanceUID
-    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
-    png = cv2.imread(str(out / "cr-chest-jpeg-baseline.png"), cv2.IMREAD_COLOR)
-    np.testing.assert_array_equal(sc.pixel_array, cv2.cvtColor(png, cv2.COLOR_BGR2RGB))  # the overlay, as RGB
-    assert sorted(p.name for p in dicom_out.iterdir()) == ["cr-chest-jpeg-baseline.dcm"]  # none for the PNG input
-    summary = json.loads((out / "demo_summary.json").read_text())
-    assert summary["processed"][0]["dicom"] == str(dicom_out / "cr-chest-jpeg-baseline.dcm")

@@ -91,9 +91,10 @@ def main(argv=None) -> None:
     from detectron2.data import DatasetCatalog
     from tqdm import tqdm
 
-    from .datasets import builtin  # noqa: F401 (registers the built-in datasets)
+    from .datasets import builtin  # importing it registers the built-in datasets
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog=f"datasets are read under {builtin.datasets_root()}")
     parser.add_argument("--datasets", nargs="+", default=["cxr_phantom_val", "nih_cxr14_bbox_all"])
     parser.add_argument("--max-images", type=int, default=200, help="first N images of each dataset (0: all)")
     parser.add_argument("--output", help="also write the statistics as JSON here")
