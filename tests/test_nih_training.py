@@ -32,6 +32,7 @@ def nih_root(shared_data, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["faster_rcnn_R18_FPN_nih.yaml", "cxr_codet_R18_FPN_nih.yaml"])
 def test_short_run_on_real_nih_boxes_trains_and_evaluates(nih_root, tmp_path, config):
     env = dict(os.environ, DETECTRON2_DATASETS=str(nih_root))
