@@ -17,11 +17,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import cxr_codet  # noqa: E402,F401  (applies compat shims and registers datasets)
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: trains or runs a process for more than a few seconds "
-                                       "(make test runs it; deselect with -m 'not slow')")
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """`../shared/data` beside the checkout; tests that need it skip when it is absent."""
