@@ -1,4 +1,5 @@
 # Two entry points for a fresh machine: `make demo` and `make test`. Both create .venv on first use.
+# `make wheelhouse` packs what a GPU machine lacks for scripts/gpu_benchmark.sh (docs/benchmarks.md).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,8 +8,10 @@ export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 
 DEMO_CONFIG ?= configs/phantom/cxr_codet_R18_FPN_phantom.yaml
 DEMO_OUTPUT ?= output/demo/cxr_codet_R18_FPN_phantom
+WHEELHOUSE ?= .whl
+WHEEL_PYTHON_VERSION ?= 3.12
 
-.PHONY: install demo test clean-venv
+.PHONY: install demo test wheelhouse gpu-benchmark-cpu clean-venv
 
 install: $(STAMP)
 
@@ -27,6 +30,18 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+# Wheels for CPython $(WHEEL_PYTHON_VERSION) (the GPU machine's) of everything it lacks, under 60 MiB.
+wheelhouse: install
+	bash scripts/build_wheelhouse.sh $(PY) $(WHEELHOUSE) $(WHEEL_PYTHON_VERSION)
+
+# scripts/gpu_benchmark.sh --cpu from a wheelhouse for this Python, in an interpreter that sees only the
+# GPU image's packages: shows here that the wheelhouse and every step of the GPU run work.
+gpu-benchmark-cpu: install
+	bash scripts/build_wheelhouse.sh $(PY) output/wheelhouse-local $$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+	bash scripts/gpu_image_python.sh $(PY) output/gpu-image-python
+	OUT=output/gpu_benchmark_cpu bash scripts/gpu_benchmark.sh --cpu --wheelhouse output/wheelhouse-local \
+		--python output/gpu-image-python/python
 
 clean-venv:
 	rm -rf $(VENV)

@@ -6,11 +6,13 @@ and v0.6 predates Pillow 10, NumPy 1.24, setuptools without `pkg_resources`, and
 needs a shim; each shim checks first and changes nothing where the stack already provides the thing
 (a detectron2 built from source, an older Pillow, ...).
 """
+import functools
 import gc
 import importlib
 import importlib.resources
 import logging
 import sys
+import time
 import types
 import warnings
 from datetime import timedelta
@@ -142,6 +144,57 @@ def _patch_gradient_clipping() -> None:
 
     _create_gradient_clipper._cxr_codet_patched = True
     solver_build._create_gradient_clipper = _create_gradient_clipper
+
+
+@functools.lru_cache(maxsize=None)
+def autocast_amp_trainer_class():
+    """`AutocastAMPTrainer`: detectron2's AMPTrainer on any device, in float16 or bfloat16.
+
+    v0.6's `AMPTrainer.run_step` asserts CUDA and autocasts with `torch.cuda.amp` in float16 only; this
+    subclass runs the same step under `torch.autocast(device_type, dtype)` with a `torch.amp.GradScaler`
+    enabled for float16 only (bfloat16 has float32's range and needs no loss scaling). The scaler state is
+    saved under "grad_scaler" as in v0.6, so checkpoints stay interchangeable. Built on first call, since
+    detectron2.engine may only be imported after `apply()`.
+    """
+    from detectron2.engine import AMPTrainer, SimpleTrainer
+
+    class AutocastAMPTrainer(AMPTrainer):
+        def __init__(self, model, data_loader, optimizer, *, device_type="cuda", dtype=torch.float16):
+            grad_scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
+            super().__init__(model, data_loader, optimizer, grad_scaler=grad_scaler)
+            self.device_type = device_type
+            self.dtype = dtype
+
+        def run_step(self):
+            assert self.model.training, "[AutocastAMPTrainer] model was changed to eval mode!"
+            start = time.perf_counter()
+            data = next(self._data_loader_iter)
+            data_time = time.perf_counter() - start
+            with torch.autocast(device_type=self.device_type, dtype=self.dtype):
+                loss_dict = self.model(data)
+                if isinstance(loss_dict, torch.Tensor):
+                    losses, loss_dict = loss_dict, {"total_loss": loss_dict}
+                else:
+                    losses = sum(loss_dict.values())
+            self.optimizer.zero_grad()
+            self.grad_scaler.scale(losses).backward()
+            self._write_metrics(loss_dict, data_time)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+
+        def load_state_dict(self, state_dict):
+            """Also resumes a checkpoint without float16 scaler state (fp32 or bfloat16 run): the scaler
+            then starts at its initial scale."""
+            SimpleTrainer.load_state_dict(self, state_dict)
+            scaler_state = state_dict.get("grad_scaler") or {}
+            if not self.grad_scaler.is_enabled():
+                return
+            if scaler_state:
+                self.grad_scaler.load_state_dict(scaler_state)
+            else:
+                logger.warning("Checkpoint has no float16 loss-scaler state; the scaler starts at its initial scale")
+
+    return AutocastAMPTrainer
 
 
 HAS_C_EXTENSION = False

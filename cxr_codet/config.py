@@ -23,6 +23,11 @@ def _add_input_and_data_config(cfg):
     cfg.INPUT.GRAYSCALE = True
     # "No finding" images have no boxes; they stay in training as background-only images.
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+    # Images of DATASETS.TRAIN/TEST that fail the start-up check (missing, unreadable header, size unlike the
+    # JSON) are skipped and counted instead of stopping the run.
+    cfg.DATALOADER.SKIP_BAD_IMAGES = False
+    # Cache of the start-up check (image headers by path, size, mtime); "" = ~/.cache/cxr_codet/image_headers.json.
+    cfg.DATALOADER.IMAGE_CHECK_CACHE = ""
 
 
 def _add_sampler_config(cfg):
@@ -89,6 +94,8 @@ def _add_solver_config(cfg):
     cfg.SOLVER.OPTIMIZER = "SGD"
     # Iterations between metric writes (console, metrics.json, TensorBoard); detectron2 hardcodes 20.
     cfg.SOLVER.LOG_PERIOD = 20
+    # Autocast dtype of SOLVER.AMP.ENABLED: "float16" (with loss scaling; GPUs) or "bfloat16" (no scaler; Ampere+, CPU).
+    cfg.SOLVER.AMP.DTYPE = "float16"
 
 
 def _add_cxr_codet_model_config(cfg):

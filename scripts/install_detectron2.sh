@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install detectron2 v0.6's Python sources into the given interpreter's environment.
+# Install detectron2 v0.6's Python sources into the given interpreter's environment, or, with
+# `--wheel-dir DIR`, build them into a pure-Python wheel in DIR (for the GPU wheelhouse, `make wheelhouse`).
 #
 # detectron2 is not on PyPI. `pb1-detectron2==0.6` is an sdist of the v0.6 tag's Python sources
 # without the C++/CUDA sources, so a plain `pip install` fails when it tries to build `detectron2._C`.
@@ -8,9 +9,13 @@
 # script then sees an importable detectron2 and leaves it alone.
 set -euo pipefail
 PY=${1:-python}
+WHEEL_DIR=""
+if [ "${2:-}" = "--wheel-dir" ]; then
+    WHEEL_DIR=${3:?"--wheel-dir needs a folder"}
+fi
 VERSION=0.6
 
-if "$PY" -c "import detectron2" 2>/dev/null; then
+if [ -z "$WHEEL_DIR" ] && "$PY" -c "import detectron2" 2>/dev/null; then
     echo "detectron2 already installed: $("$PY" -c 'import detectron2; print(detectron2.__file__)')"
     exit 0
 fi
@@ -26,6 +31,11 @@ grep -q 'ext_modules=get_extensions(),' "$src/setup.py" || {
     exit 1
 }
 sed -i 's/ext_modules=get_extensions(),/ext_modules=[],/' "$src/setup.py"
+if [ -n "$WHEEL_DIR" ]; then
+    "$PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WHEEL_DIR" "$src"
+    echo "built $(ls "$WHEEL_DIR"/*detectron2-*.whl)"
+    exit 0
+fi
 # Dependencies come from our constraints file (setup.py's list pins an old `black` we do not need).
 "$PY" -m pip install --quiet --no-deps --no-build-isolation "$src"
 echo "installed detectron2 $VERSION (Python sources, no _C extension) into $("$PY" -c "import sys; print(sys.prefix)")"

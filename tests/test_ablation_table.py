@@ -1,17 +1,25 @@
-"""Ablation table: markdown layout, deltas against the base, dataset choice, clear errors, the tool."""
+"""Ablation table: markdown layout, deltas against the base, seeds with t-intervals, dataset choice, clear
+errors, the tool."""
 import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from scipy import stats
 
 from cxr_codet.evaluation.ablation_table import (
+    Row,
     ablation_table,
+    difference_interval,
     format_cell,
     load_run,
     main,
     parse_run_spec,
+    render_markdown,
+    summarize,
+    table_data,
 )
+from cxr_codet.evaluation.plots import plot_per_class_ap50_panels
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,3 +142,105 @@ def test_tool_is_a_thin_entry_point():
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     assert tool.main is main
+
+
+# Seeded rows (tools/run_study.py): mean, 95% t-interval, Welch interval of the difference, missing runs.
+
+T_975_DOF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
+
+
+def test_summarize_gives_mean_sample_std_and_t_interval():
+    summary = summarize([70.0, 72.0, 74.0])
+    assert (summary.n, summary.mean, summary.std) == (3, 72.0, pytest.approx(2.0))
+    assert summary.half_width == pytest.approx(T_975_DOF2 * 2.0 / 3 ** 0.5)
+    assert summary.interval == pytest.approx((72.0 - summary.half_width, 72.0 + summary.half_width))
+    one = summarize([55.5, float("nan")])  # NaN: no ground truth, left out
+    assert (one.n, one.mean, one.half_width, one.interval) == (1, 55.5, None, None)
+    assert summarize([None, float("nan")]).n == 0
+
+
+def test_difference_interval_is_welchs():
+    a, b = [80.0, 82.5, 81.0], [70.0, 75.0, 71.0, 73.5]
+    expected = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert difference_interval(summarize(a), summarize(b)) == pytest.approx((expected.low, expected.high))
+    assert difference_interval(summarize([1.0]), summarize(b)) is None
+    assert difference_interval(summarize([2.0, 2.0]), summarize([1.0, 1.0])) == (1.0, 1.0)
+
+
+def seeded_rows(tmp_path):
+    def runs(name, values):
+        return tuple(
+            load_run(f"{name} seed {seed}", write_run(tmp_path, f"{name}{seed}", {
+                "d": bbox(ap50, apm, apl, **{"mAP@0.4": ap50 / 2, "AP50-A": ap50 + 1, "AP50-B": ap50 - 1})}))
+            for seed, (ap50, apm, apl) in enumerate(values)
+        )
+    base = Row("base", runs("base", [(70.0, 20.0, 10.0), (72.0, 22.0, 10.0), (74.0, 24.0, 10.0)]))
+    better = Row("better", runs("better", [(80.0, 21.0, 11.0), (81.0, 23.0, 11.0)]), ("seed 2",))
+    absent = Row("absent", (), ("seed 0", "seed 1", "seed 2"))
+    return [base, better, absent]
+
+
+def test_seeded_table_prints_mean_interval_deltas_and_missing_runs(tmp_path):
+    data = table_data(seeded_rows(tmp_path))
+    assert data["metrics"] == ["AP50", "APm", "APl", "mAP@0.4"]  # an extra metric every run reports
+    half = T_975_DOF2 * 2.0 / 3 ** 0.5  # 4.97
+    better_half = 12.706204736174698 * 0.5 ** 0.5 / 2 ** 0.5  # t(0.975, 1) * std / sqrt(n) = 6.35
+    lines = render_markdown(data).splitlines()
+    assert "mean over n seeds ± half-width of the 95% t-interval" in lines[0]
+    assert lines[2:] == [
+        "| Setting | n | AP50 | APm | APl | mAP@0.4 |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| base (base) | 3 | 72.0 ± {half:.1f} | 22.0 ± {half:.1f} | 10.0 ± 0.0 | 36.0 ± {half / 2:.1f} |",
+        f"| better | 2 of 3 (missing: seed 2) | 80.5 ± {better_half:.1f} (+8.5*) | 22.0 ± {2 * better_half:.1f} "
+        f"(+0.0) | 11.0 ± 0.0 (+1.0*) | 40.2 ± {better_half / 2:.1f} (+4.2*) |",
+        "| absent | 0 of 3 (missing: seed 0, seed 1, seed 2) | missing | missing | missing | missing |",
+    ]
+    better = data["rows"][1]["metrics"]["AP50"]
+    assert better["values"] == [80.0, 81.0] and better["delta"] == pytest.approx(8.5)
+    expected = stats.ttest_ind([80.0, 81.0], [70.0, 72.0, 74.0], equal_var=False).confidence_interval(0.95)
+    assert better["delta_ci95"] == pytest.approx([expected.low, expected.high])
+    per_class = data["rows"][0]["per_class_ap50"]
+    assert list(per_class) == ["A", "B"] and per_class["A"]["mean"] == pytest.approx(73.0)
+    assert per_class["A"]["ci95"] == pytest.approx([73.0 - half, 73.0 + half])
+    assert data["rows"][2]["per_class_ap50"] == {}
+
+
+def test_extra_metric_only_when_every_run_has_it_and_rows_without_runs_cannot_make_a_table(tmp_path):
+    a = load_run("a", write_run(tmp_path, "a", {"d": bbox(1, 2, 3, **{"FROC": 0.5})}))
+    b = load_run("b", write_run(tmp_path, "b", {"d": bbox(1, 2, 3)}))
+    assert table_data([Row("a", (a,)), Row("b", (b,))])["metrics"] == ["AP50", "APm", "APl"]
+    assert table_data([Row("a", (a,))])["metrics"] == ["AP50", "APm", "APl", "FROC"]
+    with pytest.raises(ValueError, match=r"none of the rows \['x'\] has an evaluated run"):
+        table_data([Row("x", (), ("seed 0",))])
+
+
+def test_side_by_side_chart_is_one_png(tmp_path):
+    path = plot_per_class_ap50_panels(
+        [("base", {"A": (70.0, 3.0), "B": (None, None)}), ("other", {"A": (60.0, None)}), ("absent", {})],
+        tmp_path / "charts.png", "per-class AP50")
+    assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Path(path).stat().st_size > 5000
+    with pytest.raises(ValueError, match="no rows to plot"):
+        plot_per_class_ap50_panels([], tmp_path / "none.png", "t")
+
+
+def test_command_line_averages_runs_that_share_a_label(tmp_path, capsys):
+    paths = [write_run(tmp_path, f"r{k}", {"d": bbox(ap50, 20.0, 10.0)})
+             for k, ap50 in enumerate([70.0, 74.0, 80.0])]
+    table = main(["--run", f"base={paths[0]}", "--run", f"base={paths[1]}", "--run", f"new={paths[2]}"])
+    half = 12.706204736174698 * 2.0  # t(0.975, 1) * std (2 sqrt 2) / sqrt(2 runs)
+    assert f"| base (base) | 2 | 72.0 ± {half:.1f} | 20.0 ± 0.0 | 10.0 ± 0.0 |" in table
+    assert "| new | 1 | 80.0 (+8.0) | 20.0 (+0.0) | 10.0 (+0.0) |" in table
+
+
+def test_a_row_can_be_compared_with_another_row_than_the_base(tmp_path):
+    rows = seeded_rows(tmp_path)[:2]
+    third = Row("third", (load_run("third", write_run(tmp_path, "third", {"d": bbox(85.0, 30.0, 12.0)})),),
+                compare_to="better")
+    data = table_data(rows + [third])
+    assert data["rows"][2]["compared_to"] == "better" and data["rows"][1]["compared_to"] == "base"
+    assert data["rows"][2]["metrics"]["AP50"]["delta"] == pytest.approx(85.0 - 80.5)
+    table = render_markdown(data)
+    assert "base row 'base' (or the row after 'vs')" in table.splitlines()[0]
+    assert "| third (vs better) | 1 | 85.0 (+4.5) | 30.0 (+8.0) | 12.0 (+1.0) |" in table
+    with pytest.raises(ValueError, match=r"row 'third' is compared with 'nope', which is not another row"):
+        table_data(rows + [Row("third", third.runs, compare_to="nope")])

@@ -162,7 +162,8 @@ def test_nih_box_list_errors_and_counted_skips(tmp_path, caplog):
     header = "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
     for content, message in (
         (b"", r"BBox_List_2017\.csv: cannot read as a UTF-8 CSV \(EmptyDataError"),
-        ((header + "a.png,Atel\xe9ctasis,1,2,3,4\n").encode("latin-1"), r"cannot read as a UTF-8 CSV \(UnicodeDecode"),
+        ((header + "a.png,Atel\xe9ctasis,1,2,3,4\n").encode("latin-1"),
+         r"BBox_List_2017\.csv: 1 line is not valid UTF-8: line 2 \(column Finding Label, byte 0xe9\)"),
         ((header + "a.png,Tumour,1,2,3,4\n").encode(), r"line 2: unknown finding 'Tumour'"),
         ((header + "a.png,Mass,1,2,3,4\nb.png,Mass,1,nan,3,4\n").encode(),
          r"line 3: box \['1', nan, '3', '4'\] is not four numbers"),
@@ -192,7 +193,8 @@ def test_ms_cxr_csv_errors(tmp_path):
     header = "dicom_id,category_name,label_text,path,x,y,w,h,image_width,image_height\n"
     for content, message in (
         (b"", r"cannot read as a UTF-8 CSV \(EmptyDataError"),
-        ((header + "d,Pneumonia,caf\xe9 opacity,p.jpg,1,2,3,4,100,100\n").encode("latin-1"), r"UnicodeDecodeError"),
+        ((header + "d,Pneumonia,caf\xe9 opacity,p.jpg,1,2,3,4,100,100\n").encode("latin-1"),
+         r"1 line is not valid UTF-8: line 2 \(column label_text, byte 0xe9\)"),
         ((header + "d,Tumour,text,p.jpg,1,2,3,4,100,100\n").encode(), r"line 2: unknown category_name 'Tumour'"),
         ((header + "d,Pneumonia,text,p.jpg,1,2,0,4,100,100\n").encode(), r"line 2: .* must be numbers with positive"),
         ((header + "d,Pneumonia,text,p.jpg,NaN,2,3,4,100,100\n").encode(), r"line 2: .* must be numbers"),
@@ -239,7 +241,7 @@ def test_vindr_converter_refuses_unreadable_tables(tmp_path):
     csv = tmp_path / "train.csv"
     for content, message in (
         (b"", r"train\.csv: cannot read as CSV"),
-        ((KAGGLE_HEADER + "k0,Cardiom\xe9galy,3,R1,1,1,5,5\n").encode("latin-1"), r"train\.csv: cannot read as CSV"),
+        ((KAGGLE_HEADER + "k0,Cardiom\xe9galy,3,R1,1,1,5,5\n").encode("latin-1"), r"line 2 \(column class_name"),
         (b"image_id,class_name\nk0,ILD\n", r"train\.csv: missing column\(s\) \['x_min'"),
     ):
         csv.write_bytes(content)
@@ -280,8 +282,8 @@ def test_image_reader_refuses_empty_truncated_and_huge_files(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     truncated_png(tmp_path / "truncated.png")
     write_gray_png(tmp_path / "huge.png", HUGE, HUGE)
-    for name, message in (("empty.png", "the file is empty or not a decodable image"),
-                          ("truncated.png", "the file is empty or not a decodable image")):
+    for name, message in (("empty.png", "the file is empty"),
+                          ("truncated.png", "not a decodable PNG/JPEG image")):
         with pytest.raises(ValueError, match=rf"cannot read image '.*{name}' \(dataset record image_id=7\): {message}"):
             read_gray_image(_record(tmp_path / name, 64, 64))
     with PeakMemory("cpu") as memory, pytest.raises(ValueError, match=r"huge\.png.* 10000x10000 pixels .* above the"):

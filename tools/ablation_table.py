@@ -4,7 +4,9 @@
     python tools/ablation_table.py --run base=output/cxr_codet_base --run lr0.01=output/cxr_codet_lr0.01 \\
         --dataset vindr_cxr_test --output table.md
 
-Logic and options: cxr_codet/evaluation/ablation_table.py.
+Runs given the same label are one row's seeds (mean ± 95% t-interval). For a whole study (configs x seeds,
+trained and tabulated by one command) use tools/run_study.py. Logic and options:
+cxr_codet/evaluation/ablation_table.py.
 """
 import sys
 

@@ -2,13 +2,15 @@
 
 `build_cxr_train_loader` picks the loader by cfg.DATALOADER.SAMPLER_TRAIN from TRAIN_LOADER_BUILDERS:
 detectron2's three training samplers, and "ConceptGroupSampler" (CXR-CoDet), whose per-process batches
-are whole concept groups whose dicts carry "concept_id" (see samplers.py).
+are whole concept groups whose dicts carry "concept_id" (see samplers.py). Both loaders check every image of
+their datasets first (image_check.py).
 """
 import logging
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch.utils.data as torchdata
 from detectron2.data import (
+    DatasetCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
@@ -21,6 +23,7 @@ from detectron2.data.samplers import (
     TrainingSampler,
 )
 
+from .image_check import check_images
 from .mapper import CXRDatasetMapper
 from .samplers import ConceptGroupSampler, image_concepts
 
@@ -145,6 +148,7 @@ def build_cxr_train_loader(cfg, mapper=None):
     dataset_dicts = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
     )
+    dataset_dicts = _checked(cfg, dataset_dicts, f"training set ({', '.join(cfg.DATASETS.TRAIN)})")
     if mapper is None:
         mapper = CXRDatasetMapper(cfg, is_train=True)
     logger.info("Using training sampler %s", sampler_name)
@@ -152,5 +156,28 @@ def build_cxr_train_loader(cfg, mapper=None):
 
 
 def build_cxr_test_loader(cfg, dataset_name):
-    """The inference loader (batch 1) for one test dataset with `CXRDatasetMapper` in test mode."""
-    return build_detection_test_loader(cfg, dataset_name, mapper=CXRDatasetMapper(cfg, is_train=False))
+    """The inference loader (batch 1) for one test dataset with `CXRDatasetMapper` in test mode; its images are
+    checked first (see `image_check`)."""
+    proposal_files = None
+    if cfg.MODEL.LOAD_PROPOSALS:
+        proposal_files = [cfg.DATASETS.PROPOSAL_FILES_TEST[list(cfg.DATASETS.TEST).index(dataset_name)]]
+    dataset_dicts = get_detection_dataset_dicts([dataset_name], filter_empty=False, proposal_files=proposal_files)
+    return build_detection_test_loader(
+        dataset=_checked(cfg, dataset_dicts, f"test set {dataset_name}"),
+        mapper=CXRDatasetMapper(cfg, is_train=False),
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+    )
+
+
+def check_test_images(cfg) -> None:
+    """Check the images of every DATASETS.TEST dataset now (e.g. before training, whose evaluation builds the test
+    loaders at the end); refuses bad images unless cfg.DATALOADER.SKIP_BAD_IMAGES."""
+    for name in cfg.DATASETS.TEST:
+        _checked(cfg, DatasetCatalog.get(name), f"test set {name}")
+
+
+def _checked(cfg, dataset_dicts, what: str):
+    """`dataset_dicts` whose images pass the start-up check (cfg.DATALOADER.SKIP_BAD_IMAGES: skip, else refuse)."""
+    return check_images(
+        dataset_dicts, what, skip_bad=cfg.DATALOADER.SKIP_BAD_IMAGES, cache_file=cfg.DATALOADER.IMAGE_CHECK_CACHE
+    )

@@ -7,7 +7,6 @@ pass through to the model inputs.
 """
 import os
 
-import cv2
 import numpy as np
 import torch
 from detectron2.config import configurable
@@ -15,7 +14,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from .image_limits import encoded_oversize_problem
+from .image_io import decode_gray
 
 # cfg.INPUT.FORMAT -> number of channels the gray image is repeated to
 _GRAY_FORMAT_CHANNELS = {"BGR": 3, "RGB": 3, "L": 1}
@@ -26,20 +25,24 @@ def _describe(dataset_dict: dict) -> str:
 
 
 def read_gray_image(dataset_dict: dict) -> np.ndarray:
-    """The record's image as a 2-D uint8 array; errors name the file and the record."""
+    """The record's image as a 2-D uint8 array (16-bit files windowed by `image_io`); errors name the file and
+    the record."""
     file_name = dataset_dict["file_name"]
     if not os.path.isfile(file_name):
         raise FileNotFoundError(f"cannot read {_describe(dataset_dict)}: the file does not exist")
     with open(file_name, "rb") as f:
         data = f.read()
-    problem = encoded_oversize_problem(data) if data else None
-    if problem:
-        raise ValueError(f"cannot read {_describe(dataset_dict)}: {problem}")
-    encoded = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE) if encoded.size else None
-    if image is None:
-        raise ValueError(f"cannot read {_describe(dataset_dict)}: the file is empty or not a decodable image")
-    return image
+    try:
+        return decode_gray(data)
+    except ValueError as e:
+        raise ValueError(f"cannot read {_describe(dataset_dict)}: {e}") from None
+
+
+def _is_16_bit(file_name: str) -> bool:
+    """True for a PNG that stores 16 bits per sample (bit depth byte of its IHDR chunk)."""
+    with open(file_name, "rb") as f:
+        header = f.read(25)
+    return len(header) == 25 and header[:8] == b"\x89PNG\r\n\x1a\n" and header[24] == 16
 
 
 class CXRDatasetMapper(DatasetMapper):
@@ -70,6 +73,9 @@ class CXRDatasetMapper(DatasetMapper):
         if self.grayscale:
             return read_gray_image(dataset_dict)
         try:
+            if _is_16_bit(dataset_dict["file_name"]):  # Pillow would clip it; window it as one gray channel
+                gray = read_gray_image(dataset_dict)
+                return np.repeat(gray[:, :, None], _GRAY_FORMAT_CHANNELS[self.image_format], axis=2)
             return utils.read_image(dataset_dict["file_name"], format=self.image_format)
         except (OSError, ValueError) as e:
             raise type(e)(f"cannot read {_describe(dataset_dict)}: {e}") from e

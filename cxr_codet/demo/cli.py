@@ -2,7 +2,7 @@
 
 Exit status: 0 when every input was processed, 1 when some inputs were skipped (each named with its reason
 in the log and in <output>/demo_summary.json), 2 when the run cannot start (config, weights, vocabulary,
-missing inputs).
+no input at all). A given path that does not exist is skipped like an unreadable image.
 """
 import argparse
 import json
@@ -78,9 +78,12 @@ def demo_cfg(args: argparse.Namespace):
 
 def run_demo(args: argparse.Namespace) -> int:
     """Predict every input; returns the exit status (see the module docstring)."""
+    problems = []
     try:
         cfg = demo_cfg(args)
-        inputs = collect_inputs(args.input)
+        inputs = collect_inputs(args.input, problems)
+        if not inputs:
+            raise FileNotFoundError("; ".join(reason for _, reason in problems))
         names = demo_vocabulary(args.vocabulary, args.custom_vocabulary)
         predictor = CXRPredictor(cfg)
         if names is not None:
@@ -90,6 +93,9 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     args.output.mkdir(parents=True, exist_ok=True)
     written, skipped = [], []
+    for path, reason in problems:  # inputs that do not exist (or empty folders) are skipped like unreadable ones
+        logger.error("skipped %s: %s", path, reason)
+        skipped.append({"input": path, "reason": reason})
     for path, stem in zip(tqdm(inputs, desc="demo", unit="image"), unique_stems(inputs, reserved=[SUMMARY_NAME])):
         try:
             image = read_input_image(path, args.dicom_long_side)
@@ -114,7 +120,8 @@ def run_demo(args: argparse.Namespace) -> int:
         written.append({"input": str(path), "detections": len(detections), **files})
     summary = {"processed": written, "skipped": skipped}
     (args.output / f"{SUMMARY_NAME}.json").write_text(json.dumps(summary, indent=1))
-    logger.info("Processed %d of %d inputs into %s; skipped %d", len(written), len(inputs), args.output, len(skipped))
+    logger.info("Processed %d of %d inputs into %s; skipped %d", len(written), len(inputs) + len(problems),
+                args.output, len(skipped))
     return 1 if skipped else 0
 
 

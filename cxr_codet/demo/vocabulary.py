@@ -26,9 +26,15 @@ def demo_vocabulary(vocabulary: Optional[str], custom_vocabulary: Optional[str])
     if custom_vocabulary is None:
         return None
     names = parse_class_names(custom_vocabulary)
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    spellings = {}
+    for name in names:
+        spellings.setdefault(name.lower(), []).append(name)
+    repeated = [" / ".join(group) for group in spellings.values() if len(group) > 1]
     if repeated:
-        raise ValueError(f"--custom-vocabulary names {repeated} more than once")
+        raise ValueError(
+            f"--custom-vocabulary names the same finding more than once (names are compared ignoring case, as "
+            f"finding descriptions are): {'; '.join(repeated)}; give each finding once"
+        )
     return names
 
 

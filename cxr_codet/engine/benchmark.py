@@ -7,6 +7,9 @@ Tasks (BENCHMARK_TASKS):
 - "eval": inference seconds per image at batch 1 (the model only, inputs cached from the test loader),
   after warm-up.
 - "data": images per second of the training loader, mapper and DATALOADER.NUM_WORKERS included.
+- "vindr_data_path": full-size synthetic VinDr DICOMs through prepare_vindr's conversion (1 and 2 workers,
+  8- and 16-bit PNGs) and then the "data" task on the PNGs (engine/data_path_benchmark.py).
+With SOLVER.AMP.ENABLED, "train" runs the AMP step and "eval" runs under autocast (engine/amp.py).
 Each task also reports its peak memory from before the model or loader is built (`memory.PeakMemory`).
 
 `run_benchmarks` runs one config, or alternates two (A B, then B A, ...) over several rounds and reports each
@@ -27,12 +30,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
-from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
+from .amp import build_train_loop, inference_autocast
+from .data_path_benchmark import data_path_figures
 from .launcher import build_cfg
 from .memory import PeakMemory
 from .trainer import CXRTrainer
@@ -102,8 +106,7 @@ def benchmark_train(cfg, settings: BenchmarkSettings) -> Dict[str, float]:
         optimizer = CXRTrainer.build_optimizer(cfg, model)
         scheduler = CXRTrainer.build_lr_scheduler(cfg, optimizer)
         batches = _take(CXRTrainer.build_train_loader(cfg), settings.cached_batches)
-        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        trainer = trainer_cls(model, itertools.cycle(batches), optimizer)
+        trainer = build_train_loop(cfg, model, itertools.cycle(batches), optimizer)
         with EventStorage(0) as storage:
 
             def step():
@@ -138,7 +141,7 @@ def benchmark_eval(cfg, settings: BenchmarkSettings) -> Dict[str, float]:
         cycle = itertools.cycle(inputs)
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), inference_autocast(cfg):
                 model(next(cycle))
 
         for _ in range(settings.warmup):
@@ -165,6 +168,15 @@ def benchmark_data(cfg, settings: BenchmarkSettings) -> Dict[str, float]:
         "images_per_second": images / seconds,
         "peak_memory_mib": memory.peak_mib,
     }
+
+
+@register_benchmark_task("vindr_data_path")
+def benchmark_vindr_data_path(cfg, settings: BenchmarkSettings) -> Dict[str, float]:
+    """VinDr-sized synthetic DICOMs (`iterations` of them, kept in OUTPUT_DIR/vindr_data_path/release):
+    prepare_vindr conversion images/s and peak memory with 1 and 2 workers, then the `data` task on the
+    converted 8- and 16-bit PNGs (see engine/data_path_benchmark.py)."""
+    workdir = Path(cfg.OUTPUT_DIR) / "vindr_data_path"
+    return data_path_figures(cfg, workdir, settings.iterations, benchmark_data, settings)
 
 
 def _median_figures(runs: Sequence[Dict[str, float]]) -> Dict[str, float]:
@@ -252,6 +264,55 @@ def _cpu_model() -> Optional[str]:
     return None
 
 
+# detectron2's model zoo, Faster R-CNN R50-FPN 1x: 0.210 s/iteration for 16 images on 8 V100 (2 per GPU),
+# 0.038 s/image inference (MODEL_ZOO.md of detectron2).
+DETECTRON2_V100_TRAIN_IMAGES_PER_SECOND_PER_GPU = 16 / 8 / 0.210
+DETECTRON2_V100_SECONDS_PER_IMAGE = 0.038
+# Issue #14's GPU targets: baseline AMP training >= 3x that per GPU; CXR-CoDet / baseline <= 1.10 per
+# training iteration and <= 1.05 per image at inference.
+TARGET_AMP_SPEEDUP_OVER_V100 = 3.0
+TARGET_TRAIN_RATIO = 1.10
+TARGET_EVAL_RATIO = 1.05
+
+
+def target_rows(fp32: dict, amp: dict) -> List[List[str]]:
+    """Rows (figure, measured, target, met) from two tools/benchmark.py reports of baseline (A) vs CXR-CoDet
+    (B) with tasks train and eval: `fp32` without and `amp` with SOLVER.AMP."""
+
+    def median(report, task, label, figure):
+        return report["results"][task][label]["median"][figure]
+
+    rows = []
+    v100 = DETECTRON2_V100_TRAIN_IMAGES_PER_SECOND_PER_GPU
+    amp_images = median(amp, "train", "A", "images_per_second")
+    rows.append(["baseline AMP training images/s per GPU", f"{amp_images:.2f} ({amp_images / v100:.2f}x V100)",
+                 f">= {TARGET_AMP_SPEEDUP_OVER_V100 * v100:.1f} ({TARGET_AMP_SPEEDUP_OVER_V100:g}x {v100:.2f})",
+                 amp_images >= TARGET_AMP_SPEEDUP_OVER_V100 * v100])
+    rows.append(["baseline fp32 training images/s per GPU", f"{median(fp32, 'train', 'A', 'images_per_second'):.2f}",
+                 f"(V100: {v100:.2f})", None])
+    for name, report in (("fp32", fp32), ("AMP", amp)):
+        seconds = median(report, "eval", "A", "seconds_per_image")
+        rows.append([f"baseline {name} inference s/image", f"{seconds:.4f}",
+                     f"(V100: {DETECTRON2_V100_SECONDS_PER_IMAGE})", None])
+        train_ratio = report["results"]["train"]["B/A"]["seconds_per_iteration"]
+        eval_ratio = report["results"]["eval"]["B/A"]["seconds_per_image"]
+        rows.append([f"CXR-CoDet / baseline s/iteration, {name}", f"{train_ratio:.3f}", f"<= {TARGET_TRAIN_RATIO}",
+                     train_ratio <= TARGET_TRAIN_RATIO])
+        rows.append([f"CXR-CoDet / baseline inference s/image, {name}", f"{eval_ratio:.3f}", f"<= {TARGET_EVAL_RATIO}",
+                     eval_ratio <= TARGET_EVAL_RATIO])
+    return [row[:3] + ["" if row[3] is None else ("yes" if row[3] else "NO")] for row in rows]
+
+
+def summarize(fp32_path: Path, amp_path: Path) -> str:
+    """The target table of two reports written by --output (see `target_rows`), with the machine they ran on."""
+    fp32, amp = (json.loads(Path(path).read_text()) for path in (fp32_path, amp_path))
+    machine = amp["machine"]
+    where = f"{machine.get('gpu', machine['cpu'])} (device {machine['device']}, torch {machine['torch']})"
+    note = "" if str(machine["device"]).startswith("cuda") else "\nCPU run: the targets are GPU targets."
+    table = tabulate(target_rows(fp32, amp), headers=["figure", "measured", "target", "met"], tablefmt="github")
+    return f"Measured on {where}{note}\n{table}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of tools/benchmark.py."""
     parser = argparse.ArgumentParser(
@@ -262,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare-config configs/phantom/cxr_codet_R18_FPN_phantom.yaml --task train eval "
         "INPUT.MIN_SIZE_TEST 512 INPUT.MAX_SIZE_TEST 512",
     )
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="config A")
+    parser.add_argument("--config-file", metavar="FILE", help="config A")
     parser.add_argument("--compare-config", metavar="FILE", help="config B, benchmarked alternately with A")
     parser.add_argument("--task", nargs="+", default=["train", "eval", "data"], choices=sorted(BENCHMARK_TASKS))
     parser.add_argument("--iterations", type=int, default=20, help="timed iterations / images / batches per round")
@@ -272,13 +333,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
     parser.add_argument("--output", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--summarize", nargs=2, type=Path, metavar=("FP32_JSON", "AMP_JSON"),
+                        help="instead of benchmarking, compare two --output reports (baseline A vs CXR-CoDet B, "
+                        "train and eval, without and with SOLVER.AMP) with detectron2's R50-FPN figures and the targets")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides applied to both configs")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     """Parse arguments, run the benchmarks, print the table, write --output; returns the report."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.summarize:
+        print(summarize(*args.summarize))
+        return {}
+    if not args.config_file:
+        parser.error("--config-file is required (unless --summarize)")
     setup_logger(name="cxr_codet")
     setup_logger(name="detectron2")
     if args.num_threads:

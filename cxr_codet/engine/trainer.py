@@ -1,6 +1,6 @@
 """`CXRTrainer`: detectron2's DefaultTrainer wired to cxr-codet's loaders, evaluators and optimizer.
 
-Differences from DefaultTrainer: the CXR mapper and samplers, evaluators chosen per dataset by
+Differences from DefaultTrainer: the CXR mapper and samplers, mixed precision on any device (engine/amp.py), evaluators chosen per dataset by
 `cxr_codet.evaluation.build_evaluator`, per-parameter LR multipliers, a DDP wrapper that also works on
 CPU (gloo), checkpoints written atomically, a test-time vocabulary per test dataset, and every
 evaluation written to `OUTPUT_DIR/eval_results.json`.
@@ -12,7 +12,7 @@ import weakref
 from collections import OrderedDict
 
 from detectron2.data import MetadataCatalog
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -22,6 +22,7 @@ from ..data.build import build_cxr_test_loader, build_cxr_train_loader
 from ..evaluation import build_evaluator, write_eval_results
 from ..evaluation.localization_evaluation import build_configured_evaluator
 from ..modeling.checkpoint_init import init_from_cfg
+from .amp import build_train_loop
 from .checkpoint import AtomicDetectionCheckpointer
 from .optimizer import build_optimizer
 
@@ -40,8 +41,7 @@ class CXRTrainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model)
-        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self._trainer = build_train_loop(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = AtomicDetectionCheckpointer(
             model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
@@ -52,7 +52,8 @@ class CXRTrainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     def state_dict(self):
-        """Iteration, hook states (LR scheduler) and the optimizer state (momentum, current LRs).
+        """Iteration, hook states (LR scheduler), the optimizer state (momentum, current LRs) and, with
+        SOLVER.AMP in float16, the loss scaler's state.
 
         detectron2 v0.6's DefaultTrainer leaves the optimizer out, so `--resume` restarted SGD
         momentum and ran its first iteration at the scheduler's initial LR; later versions save it

@@ -1,16 +1,22 @@
-"""Ablation tables in the paper's layout: one markdown row per run, AP50 / APm / APl with deltas to a base.
+"""Ablation tables in the paper's layout: one markdown row per setting, AP50 / APm / APl with deltas to a base.
 
-Reads each run's OUTPUT_DIR/eval_results.json (`{dataset: {"bbox": {metric: value in percent}}}`,
-see results_io.py). Deltas are computed from the values as printed (rounded to `precision`), so each
-row's arithmetic checks out on the page. A metric without ground truth (null or NaN, or listed under
+A row holds one run (tools/ablation_table.py) or the seeds of one setting (tools/run_study.py); with seeds,
+a cell is the mean over them and the half-width of its 95% t-interval, and the delta to the base row is
+marked when the 95% Welch interval of the difference excludes 0. Reads each run's
+OUTPUT_DIR/eval_results.json (`{dataset: {"bbox": {metric: value in percent}}}`, see results_io.py).
+Deltas are computed from the means as printed (rounded to `precision`), so each row's arithmetic checks
+out on the page. A metric without ground truth (null or NaN, or listed under
 classes/size_buckets_without_ground_truth) prints as "n/a"; any other missing metric is an error.
 """
 import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from scipy import stats
+
+from .plots import per_class_ap50_rows
 from .results_io import (
     CLASSES_WITHOUT_GT_KEY,
     EVAL_RESULTS_FILENAME as RESULTS_FILE,
@@ -20,6 +26,12 @@ from .results_io import (
 )
 
 DEFAULT_METRICS = ("AP50", "APm", "APl")
+CONFIDENCE = 0.95
+# Box metrics that never become extra columns: COCO's other summary numbers, per-class APs, bookkeeping.
+_NOT_EXTRA_COLUMNS = ("AP", "AP75", "APs", CLASSES_WITHOUT_GT_KEY, SIZE_BUCKETS_WITHOUT_GT_KEY)
+_PER_CLASS_PREFIXES = (PER_CLASS_AP50_PREFIX, "AP-")
+SIGNIFICANT = "*"
+MISSING = "missing"
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,67 @@ class Run:
     label: str
     results_file: Path
     results: dict
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a setting's label, its evaluated runs (one per seed), the runs it lacks and, when its
+    delta is not against the table's base row, the label of the row it is compared with."""
+
+    label: str
+    runs: Tuple[Run, ...]
+    missing: Tuple[str, ...] = ()
+    compare_to: Optional[str] = None
+
+    @property
+    def expected(self) -> int:
+        return len(self.runs) + len(self.missing)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One metric over a row's runs: mean of the finite values, sample std and 95% t-interval half-width
+    (None below 2 values); `n` counts the finite values."""
+
+    n: int
+    mean: float
+    std: float
+    half_width: Optional[float]
+
+    @property
+    def interval(self) -> Optional[Tuple[float, float]]:
+        if self.half_width is None:
+            return None
+        return (self.mean - self.half_width, self.mean + self.half_width)
+
+
+def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
+    """Mean and Student-t interval of the finite `values` (NaN: no ground truth, left out)."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    n = len(finite)
+    if n == 0:
+        return Summary(0, math.nan, math.nan, None)
+    mean = sum(finite) / n
+    if n == 1:
+        return Summary(1, mean, math.nan, None)
+    std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (n - 1))
+    half_width = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return Summary(n, mean, std, half_width)
+
+
+def difference_interval(
+    a: Summary, b: Summary, confidence: float = CONFIDENCE
+) -> Optional[Tuple[float, float]]:
+    """Welch's interval for mean(a) - mean(b); None unless both have at least 2 values."""
+    if a.n < 2 or b.n < 2:
+        return None
+    difference = a.mean - b.mean
+    va, vb = a.std ** 2 / a.n, b.std ** 2 / b.n
+    if va + vb == 0:
+        return (difference, difference)
+    dof = (va + vb) ** 2 / (va ** 2 / (a.n - 1) + vb ** 2 / (b.n - 1))
+    half_width = float(stats.t.ppf(0.5 + confidence / 2, dof)) * math.sqrt(va + vb)
+    return (difference - half_width, difference + half_width)
 
 
 def parse_run_spec(spec: str) -> Tuple[str, Path]:
@@ -103,27 +176,197 @@ def metric_value(run: Run, dataset: str, task: str, metric: str) -> float:
 
 def format_cell(value: float, base: Optional[float], precision: int = 1) -> str:
     """'72.4' for the base row (base None), '72.4 (+1.3)' otherwise; NaN prints as 'n/a'."""
-    if math.isnan(value):
+    return format_summary(summarize([value]), None if base is None else summarize([base]), precision)
+
+
+def format_summary(
+    summary: Summary, base: Optional[Summary], precision: int = 1, significant: bool = False
+) -> str:
+    """'72.4 ± 1.3' (mean ± 95% half-width; no ± for one value), then ' (+1.2)' against `base` unless it
+    is None, with SIGNIFICANT appended when `significant`; no finite value prints as 'n/a'."""
+    if summary.n == 0:
         return "n/a"
-    shown = f"{value:.{precision}f}"
+    shown = f"{summary.mean:.{precision}f}"
+    if summary.half_width is not None:
+        shown += f" ± {summary.half_width:.{precision}f}"
     if base is None:
         return shown
-    if math.isnan(base):
+    if base.n == 0:
         return f"{shown} (n/a)"
-    delta = round(value, precision) - round(base, precision) + 0.0
-    return f"{shown} ({delta:+.{precision}f})"
+    delta = round(summary.mean, precision) - round(base.mean, precision) + 0.0
+    return f"{shown} ({delta:+.{precision}f}{SIGNIFICANT if significant else ''})"
 
 
-def _find_base(runs: Sequence[Run], base_label: Optional[str]) -> Run:
-    labels = [run.label for run in runs]
+def _find_base(rows: Sequence[Row], base_label: Optional[str]) -> Row:
+    labels = [row.label for row in rows]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise ValueError(f"run labels must be unique; repeated: {duplicates}")
     if base_label is None:
-        return runs[0]
+        return rows[0]
     if base_label not in labels:
         raise ValueError(f"--base {base_label!r} is not a run label; labels: {labels}")
-    return runs[labels.index(base_label)]
+    return rows[labels.index(base_label)]
+
+
+def available_metrics(runs: Sequence[Run], dataset: str, task: str = "bbox") -> List[str]:
+    """DEFAULT_METRICS, then every other summary metric (e.g. mAP@0.4, FROC) that all `runs` report."""
+    extra: List[str] = []
+    for index, run in enumerate(runs):
+        keys = [
+            key for key in run.results.get(dataset, {}).get(task, {})
+            if key not in DEFAULT_METRICS and key not in _NOT_EXTRA_COLUMNS
+            and not key.startswith(_PER_CLASS_PREFIXES)
+        ]
+        extra = keys if index == 0 else [key for key in extra if key in keys]
+    return list(DEFAULT_METRICS) + extra
+
+
+def _summary_json(summary: Summary) -> dict:
+    finite = (lambda x: None if x is None or not math.isfinite(x) else x)
+    interval = summary.interval
+    return {
+        "n": summary.n,
+        "mean": finite(summary.mean),
+        "std": finite(summary.std),
+        "half_width": summary.half_width,
+        "ci95": None if interval is None else list(interval),
+    }
+
+
+def _per_class_summaries(row: Row, dataset: str, task: str, confidence: float) -> Dict[str, Summary]:
+    names: List[str] = []
+    for run in row.runs:
+        names += [name for name, _ in per_class_ap50_rows(run.results[dataset][task]) if name not in names]
+    return {
+        name: summarize(
+            [run.results[dataset][task].get(PER_CLASS_AP50_PREFIX + name) for run in row.runs], confidence
+        )
+        for name in names
+    }
+
+
+def table_data(
+    rows: Sequence[Row],
+    dataset: Optional[str] = None,
+    base_label: Optional[str] = None,
+    metrics: Optional[Sequence[str]] = None,
+    task: str = "bbox",
+    confidence: float = CONFIDENCE,
+) -> dict:
+    """Every number of the table as JSON-ready data: per row and metric the values, n, mean, std, interval,
+    delta of means to the base row and its Welch interval; per row the per-class AP50 summaries.
+
+    `metrics` None: `available_metrics` of the evaluated runs. Rows without runs stay, marked missing.
+    """
+    if not rows:
+        raise ValueError("no runs given: pass at least one --run label=path")
+    base = _find_base(rows, base_label)
+    by_label = {row.label: row for row in rows}
+    for row in rows:
+        if row.compare_to is not None and (row.compare_to not in by_label or row.compare_to == row.label):
+            raise ValueError(f"row {row.label!r} is compared with {row.compare_to!r}, which is not another "
+                             f"row; rows: {list(by_label)}")
+    runs = [run for row in rows for run in row.runs]
+    if not runs:
+        raise ValueError(f"none of the rows {[row.label for row in rows]} has an evaluated run")
+    dataset = choose_dataset(runs, dataset)
+    metrics = available_metrics(runs, dataset, task) if metrics is None else list(metrics)
+    summaries = {
+        row.label: {
+            metric: summarize([metric_value(run, dataset, task, metric) for run in row.runs], confidence)
+            for metric in metrics
+        }
+        for row in rows
+    }
+    data_rows = []
+    for row in rows:
+        row_metrics = {}
+        for metric in metrics:
+            reference = row.compare_to or base.label
+            summary, base_summary = summaries[row.label][metric], summaries[reference][metric]
+            entry = _summary_json(summary)
+            entry["values"] = [metric_value(run, dataset, task, metric) for run in row.runs]
+            entry["values"] = [v if math.isfinite(v) else None for v in entry["values"]]
+            if row is not base:
+                both = summary.n > 0 and base_summary.n > 0
+                entry["delta"] = summary.mean - base_summary.mean if both else None
+                interval = difference_interval(summary, base_summary, confidence)
+                entry["delta_ci95"] = None if interval is None else list(interval)
+            row_metrics[metric] = entry
+        data_rows.append({
+            "label": row.label,
+            "is_base": row is base,
+            "compared_to": None if row is base else row.compare_to or base.label,
+            "expected": row.expected,
+            "missing": list(row.missing),
+            "results_files": [str(run.results_file) for run in row.runs],
+            "metrics": row_metrics,
+            "per_class_ap50": {
+                name: _summary_json(summary)
+                for name, summary in _per_class_summaries(row, dataset, task, confidence).items()
+            },
+        })
+    return {"dataset": dataset, "task": task, "base": base.label, "confidence": confidence,
+            "metrics": metrics, "rows": data_rows}
+
+
+def _summary_from_json(entry: dict) -> Summary:
+    if entry["n"] == 0:
+        return Summary(0, math.nan, math.nan, None)
+    return Summary(entry["n"], entry["mean"], math.nan if entry["std"] is None else entry["std"],
+                   entry["half_width"])
+
+
+def _seeded(data: dict) -> bool:
+    return any(row["expected"] != 1 or row["missing"] for row in data["rows"])
+
+
+def render_markdown(data: dict, precision: int = 1) -> str:
+    """A caption line and a markdown table from `table_data`; an "n" column (runs per row) appears when a
+    row has several seeds or misses runs."""
+    seeded = _seeded(data)
+    metrics, percent = data["metrics"], round(100 * data["confidence"])
+    own = any(not row["is_base"] and row["compared_to"] != data["base"] for row in data["rows"])
+    reference = f"base {'row' if seeded else 'run'} {data['base']!r}" + (" (or the row after 'vs')" if own else "")
+    if seeded:
+        caption = (
+            f"{data['task']} results on {data['dataset']} (%): mean over n seeds ± half-width of the "
+            f"{percent}% t-interval (no interval when n = 1); in parentheses: difference of means from the "
+            f"{reference}, {SIGNIFICANT} where the {percent}% Welch interval of that difference excludes 0."
+        )
+    else:
+        caption = (f"{data['task']} results on {data['dataset']} (%); in parentheses: difference from the "
+                   f"{reference}.")
+    first = ["Setting"] + (["n"] if seeded else [])
+    lines: List[str] = [
+        caption,
+        "",
+        "| " + " | ".join(first + list(metrics)) + " |",
+        "|---|" + ("---:|" if seeded else "") + "---:|" * len(metrics),
+    ]
+    by_label = {row["label"]: row for row in data["rows"]}
+    for row in data["rows"]:
+        own_reference = not row["is_base"] and row["compared_to"] != data["base"]
+        suffix = " (base)" if row["is_base"] else f" (vs {row['compared_to']})" if own_reference else ""
+        label = (row["label"] + suffix).replace("|", "\\|")
+        cells = [label]
+        if seeded:
+            n = len(row["results_files"])
+            cells.append(str(n) if not row["missing"] else
+                         f"{n} of {row['expected']} (missing: {', '.join(row['missing'])})")
+        for metric in metrics:
+            entry = row["metrics"][metric]
+            if not row["results_files"]:
+                cells.append(MISSING)
+                continue
+            base = None if row["is_base"] else _summary_from_json(
+                by_label[row["compared_to"]]["metrics"][metric])
+            interval = entry.get("delta_ci95")
+            significant = interval is not None and (interval[0] > 0 or interval[1] < 0)
+            cells.append(format_summary(_summary_from_json(entry), base, precision, significant))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def ablation_table(
@@ -135,28 +378,16 @@ def ablation_table(
     precision: int = 1,
 ) -> str:
     """A markdown caption line and table: one row per run, `metrics` columns, deltas against the base run."""
-    if not runs:
-        raise ValueError("no runs given: pass at least one --run label=path")
-    base = _find_base(runs, base_label)
-    dataset = choose_dataset(runs, dataset)
-    base_values = [metric_value(base, dataset, task, metric) for metric in metrics]
-    lines: List[str] = [
-        f"{task} results on {dataset} (%); in parentheses: difference from the base run {base.label!r}.",
-        "",
-        "| Setting | " + " | ".join(metrics) + " |",
-        "|---|" + "---:|" * len(metrics),
-    ]
+    rows = [Row(run.label, (run,)) for run in runs]
+    return render_markdown(table_data(rows, dataset, base_label, metrics, task), precision)
+
+
+def rows_by_label(runs: Sequence[Run]) -> List[Row]:
+    """One row per distinct label, in order of first appearance, holding every run with that label."""
+    rows: Dict[str, List[Run]] = {}
     for run in runs:
-        is_base = run is base
-        cells = [
-            format_cell(value, None if is_base else base_value, precision)
-            for value, base_value in zip(
-                (metric_value(run, dataset, task, metric) for metric in metrics), base_values
-            )
-        ]
-        label = run.label.replace("|", "\\|") + (" (base)" if is_base else "")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.setdefault(run.label, []).append(run)
+    return [Row(label, tuple(group)) for label, group in rows.items()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--run", action="append", required=True, metavar="LABEL=PATH",
-        help=f"a row: its label and the run's OUTPUT_DIR (or {RESULTS_FILE}); repeat, base first",
+        help=f"a run: its row label and OUTPUT_DIR (or {RESULTS_FILE}); repeat, base first; runs with the "
+        "same label are the seeds of one row (mean and 95%% t-interval)",
     )
     parser.add_argument("--base", help="label of the base run (default: the first --run)")
     parser.add_argument("--dataset", help="test dataset to tabulate (default: the only one all runs have)")
@@ -186,8 +418,9 @@ def main(argv: Sequence[str]) -> str:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        runs = [load_run(*parse_run_spec(spec)) for spec in args.run]
-        table = ablation_table(runs, args.dataset, args.base, args.metrics, args.task, args.precision)
+        rows = rows_by_label([load_run(*parse_run_spec(spec)) for spec in args.run])
+        data = table_data(rows, args.dataset, args.base, args.metrics, args.task)
+        table = render_markdown(data, args.precision)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     if args.output is not None:

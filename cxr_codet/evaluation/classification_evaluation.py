@@ -33,6 +33,7 @@ from detectron2.utils import comm
 from sklearn.metrics import roc_auc_score
 from tabulate import tabulate
 
+from ..data.image_io import read_gray
 from .coco_evaluation import EVALUATOR_REGISTRY
 from .heatmap_overlays import save_heatmap_overlay
 
@@ -186,9 +187,10 @@ class ClassificationEvaluator(DatasetEvaluator):
 
     def _write_overlays(self, record: dict, findings: List[str], gradcam: dict, row: Dict[str, tuple]) -> None:
         """The abnormal map and each present finding's map over the image, with the boxes drawn."""
-        image = cv2.imread(record["file_name"], cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            raise FileNotFoundError(f"cannot read image {record['file_name']} for its Grad-CAM overlays")
+        try:
+            image = read_gray(record["file_name"])
+        except (OSError, ValueError) as e:
+            raise FileNotFoundError(f"cannot read image {record['file_name']} for its Grad-CAM overlays: {e}") from e
         boxes = defaultdict(list)
         for annotation in record.get("annotations", []):
             box = BoxMode.convert(list(annotation["bbox"]), annotation["bbox_mode"], BoxMode.XYXY_ABS)

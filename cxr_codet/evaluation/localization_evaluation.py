@@ -25,6 +25,7 @@ from detectron2.structures import BoxMode
 from detectron2.utils import comm
 from tabulate import tabulate
 
+from ..data.image_io import read_gray
 from ..modeling.postprocessing import gmm_threshold_mask
 from .coco_evaluation import EVALUATOR_REGISTRY
 from .heatmap_overlays import save_heatmap_overlay
@@ -153,9 +154,10 @@ class LocalizationEvaluator(DatasetEvaluator):
 
     def _write_overlays(self, record: dict, scored) -> None:
         """One PNG per scored sample of `record`: its heat map over the image, its boxes drawn."""
-        image = cv2.imread(record["file_name"], cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            raise FileNotFoundError(f"cannot read image {record['file_name']} for its heat-map overlay")
+        try:
+            image = read_gray(record["file_name"])
+        except (OSError, ValueError) as e:
+            raise FileNotFoundError(f"cannot read image {record['file_name']} for its heat-map overlay: {e}") from e
         stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
         for number, (finding, phrase, heatmap, boxes, metrics) in enumerate(scored):
             if image.shape != heatmap.shape:

@@ -1,4 +1,5 @@
-"""Figures of evaluation results: a bar chart of per-class AP50 and FROC curves, drawn off-screen (Agg) as PNG."""
+"""Figures of evaluation results: per-class AP50 bar charts (one run, or table rows side by side) and FROC
+curves, drawn off-screen (Agg) as PNG."""
 import os
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -94,4 +95,44 @@ def plot_froc(curves, path, title, fp_rates):
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=120, format="png")
+
+
+def plot_per_class_ap50_panels(panels, path, title):
+    """Write one PNG with a per-class AP50 bar chart per table row, side by side on shared class rows.
+
+    `panels`: [(row label, {class: (mean AP50 or None, 95% half-width or None)})]; None means no ground
+    truth (an "n/a" label, no bar) or, for the half-width, fewer than 2 seeds (no error bar). A row without
+    any run is drawn empty with "missing".
+    """
+    if not panels:
+        raise ValueError(f"no rows to plot for '{title}'")
+    class_names = []
+    for _, per_class in panels:
+        class_names += [name for name in per_class if name not in class_names]
+    figure = Figure(figsize=(1.6 + 2.6 * len(panels), 1.4 + 0.32 * max(len(class_names), 1)))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    positions = list(range(len(class_names)))
+    for ax, (label, per_class) in zip(axes, panels):
+        for y, name in zip(positions, class_names):
+            mean, half_width = per_class.get(name, (None, None))
+            if mean is None:
+                text = "missing" if not per_class else "n/a"
+                ax.text(1, y, text, va="center", fontsize=7, style="italic", color="dimgray")
+                continue
+            ax.barh(y, mean, color="tab:blue",
+                    xerr=None if half_width is None else half_width, ecolor="black", capsize=2)
+            ax.text(min(mean + (half_width or 0), 100) + 1, y, f"{mean:.1f}", va="center", fontsize=7)
+        ax.set_xlim(0, 118)
+        ax.set_xticks([0, 25, 50, 75, 100])
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_xlabel("AP50 (%)", fontsize=8)
+        ax.set_title(label, fontsize=9)
+    axes[0].set_yticks(positions)
+    axes[0].set_yticklabels(class_names, fontsize=8)
+    axes[0].set_ylim(len(class_names) - 0.5, -0.5)  # first class on top, no row cut off
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=110, format="png")
     return path

@@ -141,8 +141,11 @@ class CoOccurrenceHead(nn.Module):
         weights = torch.softmax(scores, dim=-1)
         return torch.where(valid.any(dim=-1, keepdim=True), weights, torch.zeros_like(weights))
 
+    @torch.autocast("cuda", enabled=False)
+    @torch.autocast("cpu", enabled=False)
     def forward(self, features, valid, concept_ids, classifier):
-        """The co-occurrence loss (a scalar, already x IMAGE_LOSS_WEIGHT).
+        """The co-occurrence loss (a scalar, already x IMAGE_LOSS_WEIGHT), computed in float32 even under
+        autocast: float16 similarities and softmax lose the small differences the MLP learns from.
 
         Args:
             features: [B, G, N, D] unnormalised text-space features of the top N proposals of each image
@@ -157,6 +160,7 @@ class CoOccurrenceHead(nn.Module):
                 f"co-occurrence features have groups of {features.shape[1]} images x {features.shape[2]} "
                 f"proposals, but the head was built for G x N = {expected[0]} x {expected[1]}"
             )
+        features = features.float()
         vocabulary = classifier.class_embeddings  # D x C, always the training vocabulary
         guidance = text_guidance_weights(vocabulary, concept_ids, self.use_text_guidance)
         similarity = group_similarity(features, guidance)

@@ -1,8 +1,11 @@
 """Parallel DICOM -> PNG conversion with a progress bar; re-runs skip images that are already converted.
 
 A PNG counts as converted when it exists and has the size this run would produce (so changing
-`long_side` re-converts). Writes only under the output folder, never into the source tree.
+`long_side` re-converts). PNGs appear by rename, complete or not at all, so a killed run can be
+restarted: it converts only the missing images and removes the partial files the kill left. Writes
+only under the output folder, never into the source tree.
 """
+import logging
 import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +16,8 @@ from tqdm import tqdm
 
 from ..dicom import DicomReadError, read_dicom_image, read_dicom_size, resized_size, write_png
 from .errors import ConverterError
+
+logger = logging.getLogger(__name__)
 
 CONVERTED, EXISTING, FAILED = "converted", "existing", "failed"
 PNG_MODES = {8: "L", 16: "I;16"}  # how Pillow reports our 8- and 16-bit grayscale PNGs
@@ -54,14 +59,29 @@ def convert_images(
 ) -> List[ImageResult]:
     """Run every job (in `workers` processes when > 1), showing progress; failures are returned, not raised."""
     jobs = list(jobs)
+    remove_partial_files(jobs)
     arguments = [(job, long_side, bit_depth) for job in jobs]
     progress = dict(total=len(jobs), desc="DICOM -> PNG", unit="image", dynamic_ncols=True)
     if workers <= 1 or len(jobs) <= 1:
         return [convert_one(*a) for a in tqdm(arguments, **progress)]
     # spawn: workers start clean instead of forking a parent that holds torch/OpenMP thread pools
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        stream = pool.imap_unordered(_convert_packed, arguments, chunksize=4)
+        # chunksize 1: an image takes ~1 s, so spreading them one by one keeps every worker busy to the end
+        stream = pool.imap_unordered(_convert_packed, arguments, chunksize=1)
         return list(tqdm(stream, **progress))
+
+
+def remove_partial_files(jobs: Iterable[ImageJob]) -> int:
+    """Delete `<name>.png.<pid>.part` files that a killed run left beside the PNGs (`write_png` writes to
+    such a file and renames it, so a PNG itself is never half-written); returns how many."""
+    removed = 0
+    for folder in sorted({job.target.parent for job in jobs}):
+        for partial in folder.glob("*.png.*.part") if folder.is_dir() else ():
+            partial.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        logger.info("Removed %d partial PNG files left by an interrupted conversion", removed)
+    return removed
 
 
 def convert_one(job: ImageJob, long_side: Optional[int], bit_depth: int) -> ImageResult:

@@ -24,6 +24,7 @@ class ConversionReport:
     boxes_out: Dict[str, Counter] = field(default_factory=dict)
     images: Dict[str, int] = field(default_factory=dict)
     skipped: List[Dict[str, object]] = field(default_factory=list)
+    kept_with_rejected_rows: List[Dict[str, object]] = field(default_factory=list)  # images kept, rows lost
     notes: List[str] = field(default_factory=list)
 
     def skip(self, reason: str, file: Optional[str] = None, row: Optional[int] = None,
@@ -41,6 +42,13 @@ class ConversionReport:
             item["detail"] = str(detail)
         self.skipped.append(item)
 
+    def keep_with_rejected_rows(self, reason: str, image_id: str, detail: Optional[str] = None) -> None:
+        """Record an image that is kept although some of its rows were rejected (those rows are skipped items)."""
+        item = {"reason": reason, "image_id": str(image_id)}
+        if detail is not None:
+            item["detail"] = str(detail)
+        self.kept_with_rejected_rows.append(item)
+
     def skip_rows(self, rows: pd.DataFrame, reason: str) -> None:
         """Record every row of `rows` (columns file, row, image_id) as skipped for `reason`."""
         for file, row, image_id in zip(rows["file"], rows["row"], rows["image_id"]):
@@ -55,6 +63,10 @@ class ConversionReport:
     def skipped_by_reason(self) -> Counter:
         """How many items were skipped for each reason."""
         return Counter(item["reason"] for item in self.skipped)
+
+    def kept_by_reason(self) -> Counter:
+        """How many images were kept with rejected rows, per reason ("kept with N rejected rows")."""
+        return Counter(item["reason"] for item in self.kept_with_rejected_rows)
 
     def box_table(self, section: str) -> str:
         """Markdown table of boxes in and out per finding for one source split."""
@@ -80,6 +92,12 @@ class ConversionReport:
                 parts.extend("      " + _describe(item) for item in examples)
         else:
             parts.append("\nSkipped items: none")
+        if self.kept_with_rejected_rows:
+            parts.append(f"\nImages kept with rejected rows: {len(self.kept_with_rejected_rows):,}")
+            for reason, n in self.kept_by_reason().most_common():
+                examples = [i for i in self.kept_with_rejected_rows if i["reason"] == reason][:_EXAMPLES_PER_REASON]
+                parts.append(f"  {n:,} x {reason}")
+                parts.extend("      " + _describe(item) for item in examples)
         parts.extend(f"Note: {note}" for note in self.notes)
         return "\n".join(parts)
 
@@ -92,6 +110,8 @@ class ConversionReport:
             "boxes_out": {k: {n: v[n] for n in self.classes} for k, v in self.boxes_out.items()},
             "skipped_by_reason": dict(self.skipped_by_reason()),
             "skipped": self.skipped,
+            "kept_by_reason": dict(self.kept_by_reason()),
+            "kept_with_rejected_rows": self.kept_with_rejected_rows,
             "notes": self.notes,
         }
 

@@ -18,12 +18,20 @@ import pandas as pd
 from ..classes import VINDR_CXR_CLASSES
 from ..descriptions import compose_caption
 from ..dicom import DEFAULT_LONG_SIDE, resized_size
+from ..text_files import TextEncodingError, read_utf8_csv
 from .box_fusion import BOX_COLUMNS, DEFAULT_IOU_THRESHOLD, DEFAULT_MIN_READERS, fuse_reader_boxes
 from .errors import ConverterError
 from .images import FAILED, ImageJob, convert_images, ensure_outside_source
 from .report import ConversionReport
 from .splits import split_train_val
-from .vindr_release import KAGGLE, ReaderBoxes, VindrRelease, locate_release, read_reader_boxes
+from .vindr_release import (
+    KAGGLE,
+    REJECTED_COLUMNS,
+    ReaderBoxes,
+    VindrRelease,
+    locate_release,
+    read_reader_boxes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +101,10 @@ def read_size_table(path: Path, long_side: Optional[int]) -> pd.DataFrame:
     if not Path(path).is_file():
         raise ConverterError(f"{path}: size table not found")
     try:
-        table = pd.read_csv(path, dtype={"image_id": str})
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        table = read_utf8_csv(path, dtype={"image_id": str})
+    except TextEncodingError as exc:
+        raise ConverterError(str(exc)) from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
         raise ConverterError(f"{path}: cannot read the size table as CSV ({exc})") from exc
     for width, height in (("original_width", "original_height"), ("width", "height")):
         if {"image_id", width, height} <= set(table.columns):
@@ -176,7 +186,8 @@ def build_vindr_coco(
     if not image_ids["train"]:
         raise ConverterError("no usable training image is left; the report's skipped items say why")
     kept = boxes[boxes["image_id"].isin(set().union(*image_ids.values()))]
-    kept = _clip_to_images(kept, sizes, report)
+    kept, outside = _clip_to_images(kept, sizes, report)
+    rejected = pd.concat([readers.rejected, outside[REJECTED_COLUMNS]], ignore_index=True)
 
     fused = {
         "train": fuse_reader_boxes(
@@ -189,9 +200,16 @@ def build_vindr_coco(
         fused[split] = _scale_to_output(table, sizes)
         report.count_boxes(split, "out", table["category_id"])
 
+    labels = {split: _labels_per_image(table) for split, table in fused.items()}
+    for split in image_ids:
+        other_rows = readers.no_finding_images.get(split, set()) | set(kept.loc[kept["split"] == split, "image_id"])
+        image_ids[split] = _account_for_rejected_rows(
+            split, image_ids[split], labels[split], rejected, other_rows, report
+        )
+    if not image_ids["train"]:
+        raise ConverterError("no usable training image is left; the report's skipped items say why")
     in_order = [image_id for split in image_ids for image_id in image_ids[split]]
     numeric_ids = {image_id: number for number, image_id in enumerate(in_order)}
-    labels = {split: _labels_per_image(table) for split, table in fused.items()}
     train_ids, val_ids = split_train_val(
         image_ids["train"], [labels["train"].get(i, []) for i in image_ids["train"]], options.val_fraction, options.seed
     )
@@ -226,8 +244,37 @@ def _images_with_size(image_ids: List[str], boxes: pd.DataFrame, sizes, report: 
     return [i for i in image_ids if i in present]
 
 
-def _clip_to_images(boxes: pd.DataFrame, sizes, report: ConversionReport) -> pd.DataFrame:
-    """Clip boxes to their image (to x, y >= 0 when sizes are unknown); boxes left empty are skipped."""
+def _account_for_rejected_rows(
+    split: str, image_ids: List[str], labels: Dict[str, List[str]], rejected: pd.DataFrame, other_rows: set,
+    report: ConversionReport,
+) -> List[str]:
+    """The images of `split` that stay: one that lost rows keeps the findings known from its kept boxes and its
+    rejected rows (added to `labels`), or is left out when none is known; never does it become a negative.
+    `other_rows`: images with rows that were not rejected ("No finding" rows, or boxes that fusion removed)."""
+    rows = rejected[(rejected["split"] == split) & rejected["image_id"].isin(set(image_ids))]
+    dropped = set()
+    for image_id, lost in rows.groupby("image_id", sort=True):
+        count = f"{len(lost)} rejected row{'s' if len(lost) != 1 else ''}"
+        known = lost["category_id"].dropna()
+        known_names = {VINDR_CXR_CLASSES[int(c)] for c in known if int(c) < len(VINDR_CXR_CLASSES)}
+        names = set(labels.get(image_id, [])) | known_names
+        if names:
+            labels[image_id] = [name for name in VINDR_CXR_CLASSES if name in names]
+            report.keep_with_rejected_rows(f"kept with {count}", image_id, detail=f"image labels {labels[image_id]}")
+            continue
+        dropped.add(image_id)
+        if image_id in other_rows:
+            report.skip(f"dropped: no usable finding left after {count}", image_id=image_id,
+                        detail="its other rows say 'No finding' or lost their boxes in fusion, but the rejected rows "
+                        "may name a finding")
+        else:
+            report.skip("dropped: all rows rejected", image_id=image_id, detail=count)
+    return [image_id for image_id in image_ids if image_id not in dropped]
+
+
+def _clip_to_images(boxes: pd.DataFrame, sizes, report: ConversionReport):
+    """Clip boxes to their image (to x, y >= 0 when sizes are unknown); returns (kept boxes, boxes left empty,
+    which are skipped and reported)."""
     boxes = boxes.copy()
     before = boxes[BOX_COLUMNS].to_numpy().copy()
     if sizes is None:
@@ -245,7 +292,7 @@ def _clip_to_images(boxes: pd.DataFrame, sizes, report: ConversionReport) -> pd.
     clipped = int(((boxes[BOX_COLUMNS].to_numpy() != before).any(axis=1) & ~outside).sum())
     if clipped:
         report.notes.append(f"{clipped} reader boxes reached beyond the image and were clipped to it")
-    return boxes[~outside]
+    return boxes[~outside], boxes[outside].assign(category_id=boxes["category_id"][outside].astype(np.float64))
 
 
 def _scale_to_output(boxes: pd.DataFrame, sizes) -> pd.DataFrame:

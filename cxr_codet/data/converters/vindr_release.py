@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..classes import NO_FINDING, VINDR_CXR_CLASSES
+from ..text_files import TextEncodingError, read_utf8_csv
 from .errors import ConverterError
 from .report import ConversionReport
 
@@ -46,13 +47,23 @@ class VindrRelease:
     source_tree: Path  # never written to: the release folder, or the DICOM folder beside a bare CSV
 
 
+REJECTED_COLUMNS = ["split", "image_id", "category_id", "file", "row"]
+HEADER_LINE = "header line repeated inside the file"
+
+
 @dataclass
 class ReaderBoxes:
-    """The usable content of a release: reader boxes and every image id, per source split."""
+    """The usable content of a release: reader boxes and every image id, per source split.
+
+    `rejected` keeps the image and (when known) the finding of every rejected row, so that an image that lost
+    rows keeps the findings it is known to have instead of becoming a "No finding" image.
+    """
 
     boxes: pd.DataFrame  # split, image_id, category_id, rad_id, x_min, y_min, x_max, y_max, file, row
     image_ids: Dict[str, List[str]]
     release_labels: Dict[str, Dict[str, List[str]]]  # split -> image_id -> image-level labels as released
+    rejected: pd.DataFrame  # REJECTED_COLUMNS; category_id is NaN when the row's finding is unknown
+    no_finding_images: Dict[str, set]  # split -> images with at least one "No finding" row
 
 
 def locate_release(source: Path, layout: str = "auto") -> VindrRelease:
@@ -107,22 +118,28 @@ def _kaggle_release(source: Path) -> Optional[VindrRelease]:
 
 def read_reader_boxes(release: VindrRelease, report: ConversionReport) -> ReaderBoxes:
     """Read and validate every annotation CSV of `release`; unusable rows go to `report` with the reason."""
-    tables, image_ids = [], {}
+    tables, image_ids, rejected, no_finding = [], {}, [], {}
     for split, path in release.annotation_files.items():
-        table, ids = _read_annotation_csv(path, split, report)
+        table, ids, split_rejected, no_finding[split] = _read_annotation_csv(path, split, report)
         tables.append(table)
         image_ids[split] = ids
+        rejected.append(split_rejected)
     release_labels = {
         split: read_release_image_labels(path, set(image_ids[split]), report)
         for split, path in release.image_label_files.items()
     }
-    return ReaderBoxes(pd.concat(tables, ignore_index=True), image_ids, release_labels)
+    return ReaderBoxes(
+        pd.concat(tables, ignore_index=True), image_ids, release_labels, pd.concat(rejected, ignore_index=True),
+        no_finding,
+    )
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        table = pd.read_csv(path, dtype=str, skipinitialspace=True)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        table = read_utf8_csv(path, dtype=str, skipinitialspace=True)
+    except TextEncodingError as exc:
+        raise ConverterError(str(exc)) from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError) as exc:
         raise ConverterError(f"{path}: cannot read as CSV ({exc})") from exc
     original = [str(c).strip() for c in table.columns]
     table.columns = [c.lower().replace(" ", "_") for c in original]
@@ -149,25 +166,37 @@ def _read_annotation_csv(path: Path, split: str, report: ConversionReport):
             )
         table["rad_id"] = CONSENSUS_READER  # the official test set is one 5-reader consensus
     table["image_id"] = table["image_id"].str.strip()
+    rejected = []
     table = _drop(table, table["image_id"].isna() | (table["image_id"] == ""), "missing image_id", report)
+    table = _drop(table, _header_lines(table), HEADER_LINE, report)
     image_ids = sorted(table["image_id"].unique())
 
-    table = _drop(table, table["rad_id"].isna(), "missing rad_id", report)
     table["category_id"] = _category_ids(table, report)
+    rejected.append(table[table["category_id"].isna()])
     table = table[table["category_id"].notna()]
+    table = _drop(table, table["rad_id"].isna(), "missing rad_id", report, rejected)
+    no_finding = set(table.loc[table["category_id"] == NO_FINDING_ID, "image_id"])
     table = table[table["category_id"] != NO_FINDING_ID]  # "No finding" rows register the image only
 
     for column in BOX_COLUMNS:
         table[column] = pd.to_numeric(table[column], errors="coerce")
-    table = _drop(table, table[BOX_COLUMNS].isna().any(axis=1), "missing or non-numeric box coordinates", report)
+    missing = table[BOX_COLUMNS].isna().any(axis=1)
+    table = _drop(table, missing, "missing or non-numeric box coordinates", report, rejected)
     infinite = ~np.isfinite(table[BOX_COLUMNS].to_numpy(np.float64)).all(axis=1)
-    table = _drop(table, pd.Series(infinite, index=table.index), "infinite box coordinates", report)
+    table = _drop(table, pd.Series(infinite, index=table.index), "infinite box coordinates", report, rejected)
     empty = (table["x_max"] <= table["x_min"]) | (table["y_max"] <= table["y_min"])
-    table = _drop(table, empty, "empty box (x_max <= x_min or y_max <= y_min)", report)
+    table = _drop(table, empty, "empty box (x_max <= x_min or y_max <= y_min)", report, rejected)
 
     table = table.assign(split=split, category_id=table["category_id"].astype(np.int64))
     columns = ["split", "image_id", "category_id", "rad_id"] + BOX_COLUMNS + ["file", "row"]
-    return table[columns].reset_index(drop=True), image_ids
+    rejected = pd.concat([r.assign(split=split)[REJECTED_COLUMNS] for r in rejected], ignore_index=True)
+    return table[columns].reset_index(drop=True), image_ids, rejected, no_finding
+
+
+def _header_lines(table: pd.DataFrame) -> pd.Series:
+    """Rows that repeat the header (e.g. files concatenated with their headers): not images, not boxes."""
+    header = table.attrs["header"]
+    return (table["image_id"] == header["image_id"]) & (table["class_name"].str.strip() == header["class_name"])
 
 
 def _category_ids(table: pd.DataFrame, report: ConversionReport) -> pd.Series:
@@ -193,9 +222,13 @@ def _category_ids(table: pd.DataFrame, report: ConversionReport) -> pd.Series:
     return ids
 
 
-def _drop(table: pd.DataFrame, mask: pd.Series, reason: str, report: ConversionReport) -> pd.DataFrame:
+def _drop(table: pd.DataFrame, mask: pd.Series, reason: str, report: ConversionReport,
+          rejected: Optional[list] = None) -> pd.DataFrame:
+    """`table` without the rows of `mask`, which are reported (and appended to `rejected` when given)."""
     if mask.any():
         report.skip_rows(table[mask], reason)
+        if rejected is not None:
+            rejected.append(table[mask])
     return table[~mask]
 
 

@@ -18,6 +18,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from PIL import Image
 
+from ..text_files import read_utf8_csv
+
 logger = logging.getLogger(__name__)
 
 # MS-CXR's 8 findings, ids 0..7 (matched case-insensitively: the release writes "Pleural Effusion").
@@ -48,8 +50,8 @@ def read_ms_cxr_csv(csv_file: str) -> pd.DataFrame:
     if not os.path.isfile(csv_file):
         raise FileNotFoundError(f"MS-CXR CSV {csv_file} does not exist")
     try:
-        table = pd.read_csv(csv_file, dtype=str, keep_default_na=False)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        table = read_utf8_csv(csv_file, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
         raise ValueError(f"{csv_file}: cannot read as a UTF-8 CSV ({type(e).__name__}: {e})") from e
     table.columns = [c.strip() for c in table.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]

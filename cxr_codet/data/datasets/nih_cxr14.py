@@ -17,6 +17,7 @@ from detectron2.structures import BoxMode
 from PIL import Image
 
 from ..classes import NIH_CXR14_BBOX_CLASSES
+from ..text_files import read_utf8_csv
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ def read_bbox_csv(csv_file: str) -> pd.DataFrame:
             f"the images/ folder under $DETECTRON2_DATASETS/{DATASET_FOLDER}/"
         )
     try:
-        table = pd.read_csv(csv_file, header=None, skiprows=1, dtype=str, skipinitialspace=True)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        table = read_utf8_csv(csv_file, header=None, skiprows=1, dtype=str, skipinitialspace=True)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
         raise ValueError(f"{csv_file}: cannot read as a UTF-8 CSV ({type(e).__name__}: {e})") from e
     table = table.dropna(axis=1, how="all")  # the official file ends each row with empty columns
     if table.shape[1] != len(_COLUMNS):

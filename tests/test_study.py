@@ -1,0 +1,414 @@
+"""Study runner: study-file validation, run states, command lines, failures and progress (with a stand-in for
+tools/train_net.py), the table files, the shipped studies; and (slow) a real tiny study killed and resumed."""
+import importlib.util
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from cxr_codet.engine import study as study_module
+from cxr_codet.engine.study import (
+    StudyError,
+    load_study,
+    main,
+    plan_runs,
+    run_lock,
+    run_state,
+    train_command,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINE = "configs/phantom/faster_rcnn_R18_FPN_phantom.yaml"
+TRAIN_NET = REPO / "tools" / "train_net.py"
+
+# Stands in for tools/train_net.py: records its argv, "trains" (checkpoint tag + model_final.pth) and writes
+# eval_results.json with values that depend on the row and the seed; fails for rows named "broken".
+FAKE_TRAIN_NET = textwrap.dedent('''
+    import json, os, sys
+    argv = sys.argv[1:]
+    opts = dict(zip(argv[argv.index("OUTPUT_DIR")::2], argv[argv.index("OUTPUT_DIR") + 1::2]))
+    out, seed = opts["OUTPUT_DIR"], int(opts["SEED"])
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "argv.json"), "a") as f:
+        f.write(json.dumps(argv) + "\\n")
+    print("iter: 0  total_loss: 1.0", flush=True)
+    if "broken" in out:
+        print("RuntimeError: the stand-in was told to fail", file=sys.stderr)
+        sys.exit(3)
+    offset = 10.0 if "better" in out else 0.0
+    open(os.path.join(out, "model_final.pth"), "w").close()
+    open(os.path.join(out, "last_checkpoint"), "w").write("model_final.pth")
+    bbox = {"AP50": 60.0 + offset + seed, "APm": 30.0 + seed, "APl": 20.0 - seed, "AP50-Nodule/Mass": 50.0 + seed}
+    json.dump({"cxr_phantom_val": {"bbox": bbox}}, open(os.path.join(out, "eval_results.json"), "w"))
+''')
+
+
+@pytest.fixture
+def in_repo(monkeypatch):
+    """Study files name configs relative to the working directory: the repository root."""
+    monkeypatch.chdir(REPO)
+
+
+def write_study(folder: Path, text: str, name: str = "study.yaml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+TWO_ROWS = f"""
+    name: demo
+    base: base
+    seeds: [0, 1]
+    overrides: [SOLVER.MAX_ITER, 7, SOLVER.STEPS, "(5, 6)"]
+    rows:
+      - name: base
+        config: {BASELINE}
+      - name: better
+        label: "LR 0.01"
+        config: {BASELINE}
+        overrides: [SOLVER.BASE_LR, 0.01, INPUT.MIN_SIZE_TRAIN, [128, 160]]
+"""
+
+
+def test_load_study_reads_rows_seeds_and_overrides(tmp_path, in_repo):
+    study = load_study(write_study(tmp_path, TWO_ROWS))
+    assert (study.name, study.base, study.seeds) == ("demo", "base", (0, 1))
+    assert study.overrides == ("SOLVER.MAX_ITER", "7", "SOLVER.STEPS", "(5, 6)")
+    assert [row.name for row in study.rows] == ["base", "better"]
+    assert study.rows[1].label == "LR 0.01" and study.rows[0].label == "base"
+    assert study.rows[1].overrides == ("SOLVER.BASE_LR", "0.01", "INPUT.MIN_SIZE_TRAIN", "(128, 160)")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\nseeds: [0]\nrows: [{name: a, config: %s}]\nseed: [1]\n" % BASELINE,
+     r"study.yaml: unknown key\(s\) \['seed'\]; allowed: \["),
+    ("name: x\nseeds: [0]\nrows: [{name: a, config: %s, override: []}]\n" % BASELINE,
+     r"row 'a': unknown key\(s\) \['override'\]"),
+    ("name: x\nseeds: [0]\nrows: [{name: a, config: configs/nope.yaml}]\n",
+     r"row 'a': config file configs/nope.yaml does not exist"),
+    ("name: x\nseeds: [0]\nrows: [{name: a, config: %s}, {name: a, config: %s}]\n" % (BASELINE, BASELINE),
+     r"row 'a': duplicate row name \(rows\[0\] and rows\[1\]\)"),
+    ("name: x\nbase: b\nseeds: [0]\nrows: [{name: a, config: %s}]\n" % BASELINE,
+     r"base 'b' is not a row; rows: \['a'\]"),
+    ("name: x\nseeds: []\nrows: [{name: a, config: %s}]\n" % BASELINE, r"seeds must be a non-empty list"),
+    ("name: x\nrows: [{name: a, config: %s}]\n" % BASELINE, r"seeds must be a non-empty list"),
+    ("name: x\nseeds: [0, 0]\nrows: [{name: a, config: %s}]\n" % BASELINE, r"seeds repeat: \[0, 0\]"),
+    ("name: x\nseeds: [0]\nrows: []\n", r"rows must be a non-empty list"),
+    ("name: x/y\nseeds: [0]\nrows: [{name: a, config: %s}]\n" % BASELINE, r"name must be a folder name"),
+    ("name: x\nseeds: [0]\noverrides: [SOLVER.MAX_ITER]\nrows: [{name: a, config: %s}]\n" % BASELINE,
+     r"overrides must be a list of KEY, VALUE pairs"),
+    ("name: x\nseeds: [0]\nrows: [{name: a, config: %s, overrides: [SEED, 3]}]\n" % BASELINE,
+     r"row 'a': overrides set SEED, which the runner sets"),
+    ("name: x\nseeds: [0\n", r"not valid YAML"),
+    ("name: x\nseeds: [0]\nrows: [{name: a, config: %s, compare_to: b}]\n" % BASELINE,
+     r"row 'a': compare_to 'b' is not a row; rows: \['a'\]"),
+    ("name: x\nseeds: [0]\nrows: [{name: a, config: %s, compare_to: a}]\n" % BASELINE,
+     r"row 'a': compare_to must name another row"),
+])
+def test_bad_study_files_name_the_key_and_row(tmp_path, in_repo, text, message):
+    with pytest.raises(StudyError, match=message):
+        load_study(write_study(tmp_path, text))
+
+
+def test_config_errors_surface_before_any_run(tmp_path, in_repo):
+    typo = write_study(tmp_path, TWO_ROWS.replace("SOLVER.BASE_LR", "SOLVER.BASE_LRR"))
+    with pytest.raises(StudyError, match=r"row 'better' \(configs/phantom/.*\): .*Non-existent key: SOLVER.BASE_LRR"):
+        plan_runs(load_study(typo), tmp_path / "out", TRAIN_NET)
+    no_test = write_study(tmp_path, TWO_ROWS.replace('"(5, 6)"]', '"(5, 6)", DATASETS.TEST, "()"]'), "t.yaml")
+    with pytest.raises(StudyError, match=r"row 'base': DATASETS.TEST is empty"):
+        plan_runs(load_study(no_test), tmp_path / "out", TRAIN_NET)
+    with pytest.raises(StudyError, match=r"--only \['nope'\]: not rows of"):
+        plan_runs(load_study(write_study(tmp_path, TWO_ROWS)), tmp_path / "out", TRAIN_NET, only=["nope"])
+
+
+def test_run_state_skips_only_final_evaluations(tmp_path):
+    run = tmp_path / "run"
+    assert run_state(run) == "new"
+    run.mkdir()
+    (run / "metrics.json").write_text("{}\n")  # killed before its first checkpoint
+    assert run_state(run) == "new"
+    (run / "model_0000004.pth").write_bytes(b"x")
+    (run / "last_checkpoint").write_text("model_0000004.pth")
+    assert run_state(run) == "resume"
+    (run / "eval_results.json").write_text("{}")  # a periodic evaluation during training
+    assert run_state(run) == "resume"
+    (run / "model_final.pth").write_bytes(b"x")
+    (run / "last_checkpoint").write_text("model_final.pth")
+    os.utime(run / "eval_results.json", (1000, 1000))  # older than model_final.pth: killed while evaluating
+    assert run_state(run) == "resume"
+    os.utime(run / "eval_results.json")
+    os.utime(run / "model_final.pth", (1000, 1000))
+    assert run_state(run) == "done"
+    evaluated_only = tmp_path / "eval_only"
+    evaluated_only.mkdir()
+    (evaluated_only / "eval_results.json").write_text("{}")
+    assert run_state(evaluated_only) == "done"
+
+
+def test_train_command_puts_flags_before_the_overrides(tmp_path, in_repo):
+    study = load_study(write_study(tmp_path, TWO_ROWS))
+    command = train_command(study, study.rows[1], 1, Path("out/demo/better/seed1"), "resume", "tools/train_net.py",
+                            num_gpus=8)
+    assert command[1:] == (
+        "tools/train_net.py", "--config-file", BASELINE, "--num-gpus", "8", "--resume",
+        "OUTPUT_DIR", "out/demo/better/seed1", "SEED", "1", "SOLVER.MAX_ITER", "7", "SOLVER.STEPS", "(5, 6)",
+        "SOLVER.BASE_LR", "0.01", "INPUT.MIN_SIZE_TRAIN", "(128, 160)",
+    )
+    assert "--resume" not in train_command(study, study.rows[0], 0, Path("o"), "new", "t.py")
+
+
+def test_runner_trains_each_row_and_seed_reports_failures_and_tabulates(tmp_path, in_repo, capsys):
+    fake = tmp_path / "fake_train_net.py"
+    fake.write_text(FAKE_TRAIN_NET)
+    text = TWO_ROWS + f"""
+      - name: broken
+        config: {BASELINE}
+    """
+    path = write_study(tmp_path, text)
+    out = tmp_path / "out"
+    assert main([str(path), "--output-root", str(out), "--dry-run"], fake) == 0
+    printed = capsys.readouterr().out
+    assert "6 runs: 0 done, 0 to resume, 6 to start" in printed
+    assert "1/6 base seed 0: would start: " in printed and "SOLVER.STEPS '(5, 6)'" in printed
+    assert not out.exists()
+
+    assert main([str(path), "--output-root", str(out)], fake) == 1
+    printed, errors = capsys.readouterr()
+    assert "[demo] 3/6 better seed 0: training | elapsed" in printed and "ETA" in printed
+    assert "[demo] 5/6 broken seed 0: FAILED (exit status 3)" in printed
+    assert "RuntimeError: the stand-in was told to fail" in printed  # the log's last lines
+    assert "2 run(s) failed" in errors and "broken seed 1: exit status 3; log" in errors
+    for row in ("base", "better"):
+        for seed in (0, 1):
+            argv = json.loads((out / "demo" / row / f"seed{seed}" / "argv.json").read_text())
+            assert argv[:2] == ["--config-file", BASELINE] and argv[argv.index("SEED") + 1] == str(seed)
+            assert "iter: 0" in (out / "demo" / row / f"seed{seed}" / "study_run.log").read_text()
+    table = (out / "demo" / "table.md").read_text()
+    assert table == printed[printed.index("### Study `demo`"):printed.index("[demo] table written")]
+    assert "| base (base) | 2 | 60.5 ± 6.4 | 30.5 ± 6.4 | 19.5 ± 6.4 |" in table  # t(0.975, 1) * 0.707 / 1.414
+    assert "| LR 0.01 | 2 | 70.5 ± 6.4 (+10.0*) | 30.5 ± 6.4 (+0.0) | 19.5 ± 6.4 (+0.0) |" in table
+    assert "| broken | 0 of 2 (missing: seed 0, seed 1) | missing | missing | missing |" in table
+    data = json.loads((out / "demo" / "table.json").read_text())
+    assert data["study"] == "demo" and data["seeds"] == [0, 1] and data["rows"][1]["name"] == "better"
+    assert data["rows"][1]["overrides"] == ["SOLVER.BASE_LR", "0.01", "INPUT.MIN_SIZE_TRAIN", "(128, 160)"]
+    assert (out / "demo" / "per_class_ap50.png").stat().st_size > 5000
+
+    # Rerunning trains only what is not done; --only limits it to one row.
+    assert main([str(path), "--output-root", str(out), "--only", "broken"], fake) == 1
+    printed = capsys.readouterr().out
+    assert "2 runs: 0 done, 0 to resume, 2 to start" in printed
+    assert main([str(path), "--output-root", str(out), "--only", "base", "--only", "better"], fake) == 0
+    assert "4 runs: 4 done, 0 to resume, 0 to start" in capsys.readouterr().out
+    assert len((out / "demo" / "base" / "seed0" / "argv.json").read_text().splitlines()) == 1
+
+
+def test_a_run_held_by_another_runner_is_left_to_it(tmp_path, in_repo, capsys):
+    fake = tmp_path / "fake_train_net.py"
+    fake.write_text(FAKE_TRAIN_NET)
+    path, out = write_study(tmp_path, TWO_ROWS), tmp_path / "out"
+    with run_lock(out / "demo" / "base" / "seed1") as locked:  # as a second runner of the study would
+        assert locked
+        assert main([str(path), "--output-root", str(out)], fake) == 0
+    printed = capsys.readouterr().out
+    assert "2/4 base seed 1: being trained by another runner, skipped" in printed
+    assert "0 failed run(s), 1 left to another runner" in printed
+    assert "| base (base) | 1 of 2 (missing: seed 1) | 60.0 | 30.0 | 20.0 |" in printed
+    assert main([str(path), "--output-root", str(out)], fake) == 0
+    assert "4 runs: 3 done, 0 to resume, 1 to start" in capsys.readouterr().out
+
+
+# Stands in for a multi-process training (--num-gpus): starts a worker process, then waits.
+SLEEPY_TRAIN_NET = textwrap.dedent('''
+    import os, subprocess, sys, time
+    out = sys.argv[sys.argv.index("OUTPUT_DIR") + 1]
+    os.makedirs(out, exist_ok=True)
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    open(os.path.join(out, "worker.pid"), "w").write(str(worker.pid))
+    time.sleep(300)
+''')
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_run_and_the_processes_it_started(tmp_path, in_repo):
+    fake = tmp_path / "sleepy_train_net.py"
+    fake.write_text(SLEEPY_TRAIN_NET)
+    path, out = write_study(tmp_path, TWO_ROWS), tmp_path / "out"
+    script = f"import sys; from cxr_codet.engine.study import main; sys.exit(main(sys.argv[1:], {str(fake)!r}))"
+    runner = subprocess.Popen([sys.executable, "-c", script, str(path), "--output-root", str(out)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid_file = out / "demo" / "base" / "seed0" / "worker.pid"
+    deadline = time.time() + 300
+    while not (pid_file.is_file() and pid_file.read_text()):
+        assert runner.poll() is None and time.time() < deadline, runner.communicate()
+        time.sleep(0.1)
+    runner.send_signal(signal.SIGTERM)
+    stdout, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 130, stdout + stderr
+    assert "interrupted; rerun the same command to continue" in stderr
+    worker = int(pid_file.read_text())
+    deadline = time.time() + 30
+    while not _gone(worker):
+        assert time.time() < deadline, f"worker {worker} of the interrupted run is still running"
+        time.sleep(0.1)
+
+
+def test_command_line_errors_exit_2_with_the_message(tmp_path, in_repo, capsys):
+    path = write_study(tmp_path, "name: x\nseeds: [0]\nrows: [{name: a, config: configs/nope.yaml}]\n")
+    assert main([str(path)], TRAIN_NET) == 2
+    assert "error: " in capsys.readouterr().err
+    good = write_study(tmp_path, TWO_ROWS, "good.yaml")
+    assert main([str(good), "--output-root", str(tmp_path / "none"), "--table-only"], TRAIN_NET) == 1
+    assert "no table: none of the rows ['base', 'LR 0.01'] has an evaluated run" in capsys.readouterr().err
+
+
+def test_shipped_studies_are_valid(in_repo):
+    paths = sorted((REPO / "studies").glob("*.yaml"))
+    assert REPO / "studies" / "vindr_paper.yaml" in paths
+    for path in paths:
+        study = load_study(path.relative_to(REPO))
+        study_module.check_configs(study, study.rows)
+
+
+def test_vindr_paper_study_runs_the_paper_config_and_every_ablation_unchanged(in_repo):
+    study = load_study("studies/vindr_paper.yaml")
+    configs = {row.config for row in study.rows}
+    ablations = {str(p.relative_to(REPO)) for p in (REPO / "configs" / "vindr" / "ablations").glob("*.yaml")}
+    assert configs == ablations | {"configs/vindr/cxr_codet_R50_C4_paper.yaml"}
+    assert study.row(study.base).config == "configs/vindr/cxr_codet_R50_C4_paper.yaml"
+    assert study.overrides == () and all(row.overrides == () for row in study.rows)
+    assert len(study.seeds) >= 3
+
+
+def test_tool_is_a_thin_entry_point():
+    spec = importlib.util.spec_from_file_location("run_study_tool", REPO / "tools" / "run_study.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main is main
+
+
+# The slow test: a real tiny study (2 rows x 2 seeds of a small from-scratch Faster R-CNN on 64 px phantom
+# images, 3 iterations each), SIGKILLed during its second run, resumed with the same command.
+TINY_STUDY = f"""
+    name: tiny
+    base: base
+    seeds: [0, 1]
+    overrides: [DATASETS.TRAIN, "('cxr_phantom_tiny_train',)", DATASETS.TEST, "('cxr_phantom_tiny_val',)",
+                INPUT.MIN_SIZE_TRAIN, "(64,)", INPUT.MAX_SIZE_TRAIN, 64, INPUT.MIN_SIZE_TEST, 64,
+                INPUT.MAX_SIZE_TEST, 64, MODEL.FPN.OUT_CHANNELS, 32, MODEL.ROI_BOX_HEAD.FC_DIM, 64,
+                MODEL.RPN.PRE_NMS_TOPK_TRAIN, 200, MODEL.RPN.POST_NMS_TOPK_TRAIN, 40,
+                MODEL.RPN.PRE_NMS_TOPK_TEST, 200, MODEL.RPN.POST_NMS_TOPK_TEST, 40,
+                MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE, 16, MODEL.ROI_HEADS.SCORE_THRESH_TEST, 0.0,
+                SOLVER.IMS_PER_BATCH, 2, SOLVER.WARMUP_ITERS, 1, SOLVER.STEPS, "(1000,)", SOLVER.MAX_ITER, 3,
+                SOLVER.CHECKPOINT_PERIOD, 1, SOLVER.LOG_PERIOD, 1, DATALOADER.NUM_WORKERS, 0]
+    rows:
+      - name: base
+        config: {BASELINE}
+      - name: lr
+        label: "LR 0.005"
+        config: {BASELINE}
+        overrides: [SOLVER.BASE_LR, 0.005]
+"""
+
+
+def _gone(pid: int) -> bool:
+    """Whether process `pid` has exited (a zombie nobody reaps counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in state
+
+
+def _expected(values, confidence=0.95):
+    """Mean and 95% t-interval, computed here without the package's code."""
+    values = np.array([v for v in values if v is not None], dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, None
+    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return mean, [mean - half, mean + half]
+
+
+def _check_table_against_runs(out: Path):
+    data = json.loads((out / "tiny" / "table.json").read_text())
+    assert data["dataset"] == "cxr_phantom_tiny_val" and data["base"] == "base"
+    assert [row["name"] for row in data["rows"]] == ["base", "lr"]
+    for row in data["rows"]:
+        results = [json.loads((out / "tiny" / row["name"] / f"seed{s}" / "eval_results.json").read_text())
+                   ["cxr_phantom_tiny_val"]["bbox"] for s in (0, 1)]
+        assert row["missing"] == [] and len(row["results_files"]) == 2
+        for metric in ("AP50", "APm", "APl"):
+            values = [r.get(metric) for r in results]
+            entry = row["metrics"][metric]
+            if all(v is None for v in values):  # a size bucket without ground truth
+                assert entry["n"] == 0 and entry["mean"] is None
+                continue
+            mean, interval = _expected(values)
+            assert entry["values"] == values and entry["mean"] == pytest.approx(mean)
+            assert entry["ci95"] == (None if interval is None else pytest.approx(interval))
+    return data
+
+
+@pytest.mark.slow
+def test_tiny_study_killed_mid_way_resumes_and_tabulates_its_runs(tmp_path, in_repo):
+    path = write_study(tmp_path, TINY_STUDY)
+    out = tmp_path / "out"
+    command = [sys.executable, "tools/run_study.py", str(path), "--output-root", str(out)]
+    second = out / "tiny" / "base" / "seed1"
+    with open(tmp_path / "first.log", "w") as log:
+        runner = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 900
+    tag = second / "last_checkpoint"
+    while not (tag.is_file() and tag.read_text() in ("model_0000000.pth", "model_0000001.pth")):
+        assert runner.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.time() < deadline, "the second run never wrote a checkpoint"
+        time.sleep(0.1)
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    assert run_state(out / "tiny" / "base" / "seed0") == "done" and run_state(second) == "resume"
+    child = int((second / "study_run.log").read_text().split(" run, pid ")[1].split()[0])
+    deadline = time.time() + 30
+    while not _gone(child):  # the training process dies with the runner: no orphan to race the rerun
+        assert time.time() < deadline, f"training process {child} outlived the killed runner"
+        time.sleep(0.1)
+
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "4 runs: 1 done, 1 to resume, 2 to start" in resumed.stdout
+    assert "1/4 base seed 0: done, skipped" in resumed.stdout
+    assert "2/4 base seed 1: resuming" in resumed.stdout
+    second_log = (second / "study_run.log").read_text()
+    assert second_log.count("=== ") == 2 and "--resume OUTPUT_DIR" in second_log.split("=== ")[2]
+    assert "[Checkpointer] Loading from" in (second / "log.txt").read_text()
+    assert (out / "tiny" / "base" / "seed0" / "study_run.log").read_text().count("=== ") == 1
+    _check_table_against_runs(out)
+    assert (out / "tiny" / "per_class_ap50.png").stat().st_size > 5000
+
+    # Runs this short score about 0 everywhere; give each run distinct scores and tabulate again with the
+    # same command (nothing retrains), so the check cannot pass on equal numbers.
+    for row_index, row in enumerate(("base", "lr")):
+        for seed in (0, 1):
+            file = out / "tiny" / row / f"seed{seed}" / "eval_results.json"
+            results = json.loads(file.read_text())
+            bbox = results["cxr_phantom_tiny_val"]["bbox"]
+            bbox.update(AP50=40.0 + 10 * row_index + 3 * seed, APm=20.0 + 2 * seed - row_index)
+            file.write_text(json.dumps(results))
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 runs: 4 done, 0 to resume, 0 to start" in again.stdout
+    data = _check_table_against_runs(out)
+    assert data["rows"][1]["metrics"]["AP50"]["delta"] == pytest.approx(10.0)
+    table = (out / "tiny" / "table.md").read_text()
+    half = stats.t.ppf(0.975, 1) * np.std([40.0, 43.0], ddof=1) / math.sqrt(2)
+    assert f"| base (base) | 2 | 41.5 ± {half:.1f} |" in table
+    # Both t-intervals overlap, yet Welch's interval of the difference, 10 ± 9.1 (df 2), excludes 0: starred.
+    assert f"| LR 0.005 | 2 | 51.5 ± {half:.1f} (+10.0*) |" in table
