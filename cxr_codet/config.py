@@ -58,6 +58,17 @@ def _add_evaluation_config(cfg):
     cfg.TEST.RELATIVE_AREA_RANGES = [0.01, 0.1]
     # Write OUTPUT_DIR/per_class_ap50_<dataset>.png, a bar chart of per-class AP50, next to eval_results.json.
     cfg.TEST.PLOT_PER_CLASS_AP = True
+    # IoU of the VOC-style (all-point) mAP reported as "mAP@<iou>" (VinBigData challenge: 0.4).
+    cfg.TEST.VOC_IOU_THRESHOLD = 0.4
+    froc = cfg.TEST.FROC = CN()
+    # What makes a detection hit a ground-truth box of its class: "iou" (>= FROC.IOU_THRESHOLD) or "center" (inside it).
+    froc.HIT_CRITERION = "iou"
+    # IoU a hit needs when HIT_CRITERION is "iou".
+    froc.IOU_THRESHOLD = 0.4
+    # False positives per image at which sensitivity is reported; their mean sensitivity is the CPM.
+    froc.FP_RATES = [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
+    # Write OUTPUT_DIR/froc_<dataset>.png (overall and per-finding FROC curves) next to the per-class AP50 chart.
+    froc.PLOT = True
 
 
 def _add_text_encoder_config(cfg):

@@ -167,6 +167,46 @@ def test_one_wrong_class_gives_hand_computed_ap(register_split):
     assert bbox["AP50"] == pytest.approx((HALF_RECALL_AP + 100) / 2)
 
 
+def test_voc_map_at_04_and_froc_beside_coco_ap_hand_computed(register_split, tmp_path, eval_log):
+    name = register_split(SMALL_SPLIT)
+    detections = perfect_detections(SMALL_SPLIT)
+    detections[2] = [(5, 5, 25, 25, 0.8, EFFUSION)]  # the Nodule of image 2 called Effusion
+    cfg = get_cfg()
+    add_cxr_codet_config(cfg)
+    cfg.OUTPUT_DIR = str(tmp_path)
+    bbox = evaluate(build_evaluator(cfg, name), SMALL_SPLIT["images"], detections)["bbox"]
+
+    # VOC all-point AP: Nodule recall 1/2 at precision 1 -> 50 (COCO's 101 points give 50.5); Effusion 100.
+    assert bbox["AP@0.4-Nodule"] == pytest.approx(50)
+    assert bbox["AP@0.4-Effusion"] == pytest.approx(100)
+    assert bbox["mAP@0.4"] == pytest.approx(75)
+    assert bbox["AP50-Nodule"] == pytest.approx(HALF_RECALL_AP)
+    # FROC over 4 images: the 3 hits score 0.9 (sensitivity 3/4 at 0 FP); the FP (0.8) adds 0.25 FP per image.
+    assert bbox["FROC-CPM-Nodule"] == pytest.approx(50)
+    assert bbox["FROC-CPM-Effusion"] == pytest.approx(100)
+    assert bbox["FROC-CPM"] == pytest.approx(75)
+    assert [bbox[f"FROC-sens@{r}"] for r in ("0.125", "0.25", "0.5", "1", "2", "4", "8")] == pytest.approx([75] * 7)
+    assert "FROC-CPM-Pneumothorax" not in bbox and "AP@0.4-Pneumothorax" not in bbox
+    assert (tmp_path / f"froc_{name}.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert "FROC (hit: IoU >= 0.4" in eval_log.text and "| all findings |" in eval_log.text
+
+
+def test_froc_hit_by_centre_and_bad_settings(register_split, tmp_path):
+    name = register_split(SMALL_SPLIT)
+    detections = perfect_detections(SMALL_SPLIT)
+    detections[2] = [(14, 14, 16, 16, 0.9, NODULE)]  # a 2x2 box at the Nodule's centre: IoU 0.01
+    evaluator = CXRCOCOEvaluator(name, distributed=False, froc_hit="center", plot_froc=False)
+    bbox = evaluate(evaluator, SMALL_SPLIT["images"], detections)["bbox"]
+    assert bbox["FROC-CPM-Nodule"] == pytest.approx(100)
+    assert bbox["AP@0.4-Nodule"] == pytest.approx(50)  # the IoU-based AP still misses it
+    with pytest.raises(ValueError, match="TEST.FROC.HIT_CRITERION"):
+        CXRCOCOEvaluator(name, froc_hit="centre")
+    with pytest.raises(ValueError, match="TEST.VOC_IOU_THRESHOLD"):
+        CXRCOCOEvaluator(name, voc_iou_threshold=40)
+    with pytest.raises(ValueError, match="TEST.FROC.FP_RATES"):
+        CXRCOCOEvaluator(name, froc_fp_rates=(1, 0.5))
+
+
 def test_shifted_boxes_pass_low_iou_thresholds_only(register_split):
     name = register_split(SMALL_SPLIT)
     detections = perfect_detections(SMALL_SPLIT)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pydicom
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -194,3 +195,25 @@ def test_inputs_and_output_names(tmp_path):
     assert unique_stems([Path("x/demo_summary.png"), Path("y/demo_summary.png")], reserved=["demo_summary"]) == [
         "demo_summary_png", "demo_summary_png_2"
     ]
+
+
+def test_demo_writes_a_dicom_overlay_of_the_real_dicom_in_its_study(codet_config, phantom_images, shared_data,
+                                                                   tmp_path):
+    out, dicom_out = tmp_path / "out", tmp_path / "dicom"
+    status = demo_main([
+        "--config-file", str(codet_config), "--input", str(shared_data / REAL_DICOM), str(phantom_images / "000000.png"),
+        "--output", str(out), "--dicom-out", str(dicom_out), "--confidence-threshold", "0",
+        "--dicom-long-side", "512", "--cpu",
+    ])
+    assert status == 0
+    source = pydicom.dcmread(shared_data / REAL_DICOM, stop_before_pixels=True)
+    sc = pydicom.dcmread(dicom_out / "cr-chest-jpeg-baseline.dcm")
+    assert sc.StudyInstanceUID == source.StudyInstanceUID
+    assert sc.PatientID == source.PatientID
+    assert sc.SeriesInstanceUID != source.SeriesInstanceUID and sc.SOPInstanceUID != source.SOPInstanceUID
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    png = cv2.imread(str(out / "cr-chest-jpeg-baseline.png"), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(sc.pixel_array, cv2.cvtColor(png, cv2.COLOR_BGR2RGB))  # the overlay, as RGB
+    assert sorted(p.name for p in dicom_out.iterdir()) == ["cr-chest-jpeg-baseline.dcm"]  # none for the PNG input
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["processed"][0]["dicom"] == str(dicom_out / "cr-chest-jpeg-baseline.dcm")

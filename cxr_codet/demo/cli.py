@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import List, Optional
 
 from detectron2.utils.logger import setup_logger
+import cv2
 from tqdm import tqdm
 
 from ..data.dicom import DEFAULT_LONG_SIDE
 from ..engine.launcher import build_cfg
+from .dicom_out import write_secondary_capture
 from .inputs import collect_inputs, read_input_image
-from .outputs import detection_records, unique_stems, write_prediction
+from .outputs import detection_records, draw_overlay, unique_stems, write_prediction
 from .predictor import CXRPredictor
 from .vocabulary import demo_vocabulary
 
@@ -56,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dicom-long-side", type=int, default=DEFAULT_LONG_SIDE,
         help=f"decode DICOMs with the long side shrunk to this, as tools/prepare_vindr.py does "
         f"(default {DEFAULT_LONG_SIDE}; 0 keeps the original size); boxes are reported on the original grid",
+    )
+    parser.add_argument(
+        "--dicom-out", type=Path, metavar="DIR",
+        help="for each DICOM input, also write DIR/<name>.dcm: a DICOM Secondary Capture of the overlay in the "
+        "source's study (same patient and StudyInstanceUID, new series and SOP UIDs, referencing the source)",
     )
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     return parser
@@ -100,6 +107,16 @@ def run_demo(args: argparse.Namespace) -> int:
         instances = predictor.predict(tensor, (image.original_height, image.original_width))
         detections = detection_records(instances, predictor.class_names)
         files = write_prediction(args.output, stem, image, detections, predictor.class_names, args.confidence_threshold)
+        if args.dicom_out and image.kind == "dicom":
+            overlay_rgb = cv2.cvtColor(draw_overlay(image, detections), cv2.COLOR_BGR2RGB)
+            try:
+                files["dicom"] = str(write_secondary_capture(path, overlay_rgb, args.dicom_out / f"{stem}.dcm",
+                                                             detections))
+            except (ValueError, OSError) as e:
+                logger.error("no DICOM overlay for %s: %s", path, e)
+                skipped.append({"input": str(path), "reason": f"--dicom-out: {e}"})
+        elif args.dicom_out:
+            logger.info("--dicom-out: %s is not a DICOM (no study to file an overlay under); PNG only", path)
         written.append({"input": str(path), "detections": len(detections), **files})
     summary = {"processed": written, "skipped": skipped}
     (args.output / f"{SUMMARY_NAME}.json").write_text(json.dumps(summary, indent=1))

@@ -2,7 +2,8 @@
 
 CXRCOCOEvaluator adds to detectron2's COCOEvaluator: per-class AP50 (and AP) for every class with
 ground truth, classes and size buckets without ground truth reported as missing (never 0 or NaN),
-size buckets by absolute or image-relative box area, and a per-class AP50 bar chart.
+size buckets by absolute or image-relative box area, and a per-class AP50 bar chart; beside them the
+chest X-ray metrics of detection_metrics (VOC-style mAP at one IoU, FROC and CPM) and an FROC chart.
 """
 import contextlib
 import io
@@ -24,7 +25,8 @@ from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
 from .. import compat
-from .plots import plot_per_class_ap50
+from .detection_metrics import FROC_FP_RATES, HIT_CRITERIA, BoxSet, froc_by_class, mean_voc_average_precision
+from .plots import plot_froc, plot_per_class_ap50
 from .results_io import PER_CLASS_AP50_PREFIX, with_missing_entries
 
 logger = logging.getLogger(__name__)
@@ -99,13 +101,21 @@ class CXRCOCOEvaluator(COCOEvaluator):
 
     def __init__(self, dataset_name, output_dir=None, size_buckets="absolute",
                  relative_area_ranges=(0.01, 0.1), plot_per_class_ap=True, distributed=True,
-                 plot_dir=None):
+                 plot_dir=None, voc_iou_threshold=0.4, froc_hit="iou", froc_iou_threshold=0.4,
+                 froc_fp_rates=FROC_FP_RATES, plot_froc=True):
         """`size_buckets`: "absolute" (COCO's pixel areas) or "relative" (fractions of image area,
         split at `relative_area_ranges`); `plot_per_class_ap` writes
-        `plot_dir` (default `output_dir`)/per_class_ap50_<dataset_name>.png on each evaluation."""
+        `plot_dir` (default `output_dir`)/per_class_ap50_<dataset_name>.png on each evaluation, `plot_froc`
+        froc_<dataset_name>.png. `voc_iou_threshold`: IoU of "mAP@<iou>"; `froc_*`: the FROC's hit rule
+        ("iou" at `froc_iou_threshold`, or "center") and operating points (false positives per image)."""
         if size_buckets not in SIZE_BUCKETS:
             raise ValueError(f"size_buckets (TEST.SIZE_BUCKETS) must be one of {sorted(SIZE_BUCKETS)}, "
                              f"got {size_buckets!r}")
+        _check_detection_metric_settings(voc_iou_threshold, froc_hit, froc_iou_threshold, froc_fp_rates)
+        self._voc_iou = float(voc_iou_threshold)
+        self._froc = dict(hit=froc_hit, iou_threshold=float(froc_iou_threshold),
+                          fp_rates=tuple(float(r) for r in froc_fp_rates))
+        self._plot_froc = plot_froc
         self._buckets = SIZE_BUCKETS[size_buckets](tuple(relative_area_ranges))
         _announce_pycocotools_once()
         super().__init__(dataset_name, tasks=("bbox",), distributed=distributed, output_dir=output_dir,
@@ -160,13 +170,73 @@ class CXRCOCOEvaluator(COCOEvaluator):
             logger.info(f"{self._json_file} has no annotations: nothing to evaluate.")
             return
         coco_eval = self._run_coco_eval(coco_results, img_ids)
-        self._results["bbox"] = self._derive_results(coco_eval)
+        results = self._derive_results(coco_eval)
+        results.update(self._chest_xray_metrics(coco_results, list(coco_eval.params.imgIds)))
+        self._results["bbox"] = results
         if self._plot_per_class_ap and self._plot_dir:
             path = os.path.join(self._plot_dir, f"per_class_ap50_{self._dataset_name}.png")
             plot_per_class_ap50(with_missing_entries(self._results["bbox"], self._class_names), path,
                                 title=f"Per-class AP50, {self._dataset_name}",
                                 class_names=self._class_names)
             logger.info(f"Wrote per-class AP50 chart to {path}")
+
+    def _chest_xray_metrics(self, coco_results, image_ids):
+        """Percent metrics of detection_metrics over `image_ids`: "mAP@<iou>" (VOC all-point AP averaged
+        over classes with ground truth) and "AP@<iou>-<class>"; "FROC-CPM" and "FROC-sens@<rate>" over all
+        findings pooled, "FROC-CPM-<class>" and "FROC-sens@<rate>-<class>" per finding. Classes without
+        ground truth get no entry. Writes froc_<dataset>.png when plotting is on."""
+        if not image_ids:
+            return {}
+        evaluated = set(image_ids)
+        gt_anns = self._evaluated_annotations(self._coco_api, image_ids)
+        gts = BoxSet.build([a["image_id"] for a in gt_anns], [_xyxy(a["bbox"]) for a in gt_anns],
+                           [a["category_id"] for a in gt_anns])
+        dt = [r for r in coco_results if r["image_id"] in evaluated]
+        dets = BoxSet.build([r["image_id"] for r in dt], [_xyxy(r["bbox"]) for r in dt],
+                            [r["category_id"] for r in dt], [r["score"] for r in dt])
+        name_of = {self._dataset_id_of[c]: name for c, name in enumerate(self._class_names)}
+        iou = f"{self._voc_iou:g}"
+        results = OrderedDict()
+        mean_ap, per_class_ap = mean_voc_average_precision(dets, gts, list(name_of), self._voc_iou)
+        if mean_ap is not None:
+            results[f"mAP@{iou}"] = 100 * mean_ap
+        for label, ap in per_class_ap.items():
+            if ap is not None:
+                results[f"AP@{iou}-{name_of[label]}"] = 100 * ap
+        frocs = froc_by_class(dets, gts, list(name_of), len(image_ids), **self._froc)
+        named = [("all findings", "", frocs.pop(None))] + [(name_of[k], f"-{name_of[k]}", v) for k, v in frocs.items()]
+        named = [(name, suffix, f) for name, suffix, f in named if f is not None]
+        for _, suffix, f in named:
+            results[f"FROC-CPM{suffix}"] = 100 * f.cpm
+            for rate, sensitivity in zip(f.fp_rates, f.sensitivity_at):
+                results[f"FROC-sens@{rate:g}{suffix}"] = 100 * sensitivity
+        self._log_chest_xray_metrics(named, per_class_ap, name_of, mean_ap)
+        if self._plot_froc and self._plot_dir and named:
+            path = os.path.join(self._plot_dir, f"froc_{self._dataset_name}.png")
+            plot_froc({name: (f.fp_per_image, f.sensitivity, f.cpm) for name, _, f in named}, path,
+                      title=f"FROC ({self._froc_rule()}), {self._dataset_name}", fp_rates=self._froc["fp_rates"])
+            logger.info(f"Wrote FROC chart to {path}")
+        return results
+
+    def _froc_rule(self):
+        if self._froc["hit"] == "iou":
+            return f"hit: IoU >= {self._froc['iou_threshold']:g}"
+        return "hit: box centre inside a ground-truth box"
+
+    def _log_chest_xray_metrics(self, named_frocs, per_class_ap, name_of, mean_ap):
+        """Log mAP@<iou> and the FROC sensitivities (percent) per finding and overall."""
+        rates = self._froc["fp_rates"]
+        ap_of = {name_of[k]: ap for k, ap in per_class_ap.items()}
+        ap_of["all findings"] = mean_ap
+        rows = [
+            (name, MISSING if ap_of.get(name) is None else f"{100 * ap_of[name]:.2f}", f"{100 * f.cpm:.2f}",
+             *(f"{100 * s:.1f}" for s in f.sensitivity_at))
+            for name, _, f in named_frocs
+        ]
+        logger.info(f"VOC mAP@{self._voc_iou:g} (all-point) and FROC ({self._froc_rule()}; sensitivity in % at "
+                    f"false positives per image) of '{self._dataset_name}':\n"
+                    + tabulate(rows, headers=["finding", f"AP@{self._voc_iou:g}", "CPM", *(f"{r:g}" for r in rates)],
+                               tablefmt="pipe", disable_numparse=True))
 
     def _to_dataset_id(self, contiguous_id):
         if contiguous_id not in self._dataset_id_of:
@@ -298,6 +368,25 @@ class CXRCOCOEvaluator(COCOEvaluator):
         ]
 
 
+def _xyxy(bbox):
+    """COCO [x, y, w, h] -> [x0, y0, x1, y1]."""
+    x, y, w, h = (float(v) for v in bbox)
+    return [x, y, x + w, y + h]
+
+
+def _check_detection_metric_settings(voc_iou_threshold, froc_hit, froc_iou_threshold, froc_fp_rates):
+    """Reject settings the chest X-ray metrics cannot use, naming the config key."""
+    for key, value in (("TEST.VOC_IOU_THRESHOLD", voc_iou_threshold), ("TEST.FROC.IOU_THRESHOLD", froc_iou_threshold)):
+        if not 0 < value <= 1:
+            raise ValueError(f"{key} must be an IoU in (0, 1], got {value!r}")
+    if froc_hit not in HIT_CRITERIA:
+        raise ValueError(f"TEST.FROC.HIT_CRITERION must be one of {list(HIT_CRITERIA)}, got {froc_hit!r}")
+    rates = list(froc_fp_rates)
+    if not rates or any(r <= 0 for r in rates) or rates != sorted(set(rates)):
+        raise ValueError("TEST.FROC.FP_RATES must be positive, increasing false-positive rates per image, "
+                         f"got {rates!r}")
+
+
 def _thing_classes(dataset_name, metadata):
     """The dataset's class names. detectron2-style loaders set thing_classes and the category id map
     on first load, so the dataset is loaded once if either is still missing."""
@@ -360,8 +449,8 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
 
 @EVALUATOR_REGISTRY.register()
 def coco(cfg, dataset_name, output_folder):
-    """CXRCOCOEvaluator set up from TEST.SIZE_BUCKETS, TEST.RELATIVE_AREA_RANGES, TEST.PLOT_PER_CLASS_AP;
-    the chart goes to OUTPUT_DIR, next to eval_results.json."""
+    """CXRCOCOEvaluator set up from TEST.SIZE_BUCKETS, TEST.RELATIVE_AREA_RANGES, TEST.PLOT_PER_CLASS_AP,
+    TEST.VOC_IOU_THRESHOLD and TEST.FROC; the charts go to OUTPUT_DIR, next to eval_results.json."""
     return CXRCOCOEvaluator(
         dataset_name,
         output_dir=output_folder,
@@ -369,4 +458,9 @@ def coco(cfg, dataset_name, output_folder):
         relative_area_ranges=tuple(cfg.TEST.RELATIVE_AREA_RANGES),
         plot_per_class_ap=cfg.TEST.PLOT_PER_CLASS_AP,
         plot_dir=cfg.OUTPUT_DIR,
+        voc_iou_threshold=cfg.TEST.VOC_IOU_THRESHOLD,
+        froc_hit=cfg.TEST.FROC.HIT_CRITERION,
+        froc_iou_threshold=cfg.TEST.FROC.IOU_THRESHOLD,
+        froc_fp_rates=tuple(cfg.TEST.FROC.FP_RATES),
+        plot_froc=cfg.TEST.FROC.PLOT,
     )

@@ -1,5 +1,5 @@
-"""Figures of evaluation results: per-class AP50 bar charts (one run, or table rows side by side), drawn
-off-screen (Agg) as PNG."""
+"""Figures of evaluation results: per-class AP50 bar charts (one run, or table rows side by side) and FROC
+curves, drawn off-screen (Agg) as PNG."""
 import os
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -63,6 +63,38 @@ def plot_per_class_ap50(bbox_results, path, title, class_names=None):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=120, format="png")
     return path
+
+
+def plot_froc(curves, path, title, fp_rates):
+    """Write FROC curves (sensitivity in percent against false positives per image, log2 axis over
+    `fp_rates`) to `path` (PNG) and return `path`. `curves`: {label: (fp_per_image, sensitivity, cpm)} with
+    sensitivity as fractions; the first curve is drawn thick (the overall one), the rest thin."""
+    if not curves:
+        raise ValueError(f"no FROC curve to plot for '{title}'")
+    figure = Figure(figsize=(7.0, 4.5))
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot(1, 1, 1)
+    lo, hi = min(fp_rates), max(fp_rates)
+    for index, (label, (fppi, sensitivity, cpm)) in enumerate(curves.items()):
+        # Extend each step curve to the right edge so that a curve ending early reads as flat, not missing.
+        x = list(fppi) + [hi]
+        y = [100 * s for s in sensitivity] + [100 * sensitivity[-1]]
+        ax.step([max(v, lo / 2) for v in x], y, where="post", linewidth=2.5 if index == 0 else 1.0,
+                label=f"{label} (CPM {100 * cpm:.1f})")
+    for rate in fp_rates:
+        ax.axvline(rate, color="lightgray", linewidth=0.5, zorder=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(lo / 2, hi)
+    ax.set_xticks(list(fp_rates))
+    ax.set_xticklabels([f"{r:g}" for r in fp_rates])
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("false positives per image")
+    ax.set_ylabel("sensitivity (%)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left", fontsize=7)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=120, format="png")
 
 
 def plot_per_class_ap50_panels(panels, path, title):
