@@ -1,4 +1,5 @@
-# Two entry points for a fresh machine: `make demo` and `make test`. Both create .venv on first use.
+# Two entry points for a fresh machine: `make demo` and `make test`. Both create .venv on first use;
+# `make test-fast` leaves out the tests marked slow (training runs, subprocesses) for the edit-test loop.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 DEMO_CONFIG ?= configs/phantom/cxr_codet_R18_FPN_phantom.yaml
 DEMO_OUTPUT ?= output/demo/cxr_codet_R18_FPN_phantom
 
-.PHONY: install demo test clean-venv
+.PHONY: install demo test test-fast clean-venv
 
 install: $(STAMP)
 
@@ -27,6 +28,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+test-fast: install
+	$(PY) -m pytest -q tests -m "not slow"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -94,6 +94,7 @@ def _ddp_worker(tmp_file):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: detectron2's own launch is used")
+@pytest.mark.slow
 def test_launch_two_cpu_processes_with_gloo(tmp_path):
     out = tmp_path / "ranks.txt"
     compat.launch(_ddp_worker, 2, dist_url="auto", args=(str(out),))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # trains through tools/train_net.py on real NIH boxes
+
 REPO = Path(__file__).resolve().parents[1]
 NIH_CLASSES = 8
 SHORT_RUN = [
