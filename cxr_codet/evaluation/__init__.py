@@ -1,4 +1,5 @@
 """Detection and localization metrics, evaluators and plots."""
+from . import classification_evaluation, localization_evaluation, progression_evaluation  # noqa: F401  (register)
 from .coco_evaluation import EVALUATOR_REGISTRY, SIZE_BUCKETS, CXRCOCOEvaluator, build_evaluator
 from .plots import per_class_ap50_rows, plot_per_class_ap50
 from .results_io import (

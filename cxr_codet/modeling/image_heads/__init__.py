@@ -1,7 +1,6 @@
 """Image-level heads: the image-report contrastive classifier with Grad-CAM and progression detection on image
 pairs (both registered in detectron2's META_ARCH_REGISTRY), with the ViT backbone, the Grad-CAM module, the
 Poincare-ball operations and the image-pair input pipeline they use."""
-from ...evaluation import classification_evaluation, progression_evaluation  # noqa: F401  (register the evaluators)
 from .contrastive_classifier import ABNORMAL, ContrastiveClassifier
 from .gradcam import GradCAM, activation_grid, find_module
 from .hyperbolic import (
