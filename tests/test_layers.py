@@ -9,10 +9,6 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "cxr_codet"
 LAYERS = ("config", "compat", "data", "modeling", "evaluation", "engine", "demo", "tools")
 BASE = ("config", "compat")  # under all layers, and on one level: neither imports the other
-# Backward imports that the layer moves of issue #13 remove; an entry that no longer occurs fails the test.
-KNOWN_BACKWARD = {
-    "cxr_codet/modeling/side_heads/localization_maps.py imports cxr_codet.evaluation.localization_metrics",
-}
 
 
 def layer_of(module: str):
@@ -70,15 +66,7 @@ def sources():
 
 def test_every_module_imports_only_from_its_own_and_earlier_layers():
     found = [problem for path, module, layer in sources() for problem in backward_imports(path, module, layer)]
-    known = {problem for problem in found if _without_line(problem) in KNOWN_BACKWARD}
-    assert not set(found) - known, "imports that run backwards:\n" + "\n".join(sorted(set(found) - known))
-    assert {_without_line(problem) for problem in known} == KNOWN_BACKWARD, "remove fixed entries from KNOWN_BACKWARD"
-
-
-def _without_line(problem: str) -> str:
-    """'a/b.py:12 imports x (l layer)' -> 'a/b.py imports x'."""
-    location, rest = problem.split(" ", 1)
-    return f"{location.rsplit(':', 1)[0]} {rest.rsplit(' (', 1)[0]}"
+    assert not found, "imports that run backwards:\n" + "\n".join(found)
 
 
 @pytest.mark.parametrize("module, source, message", [
