@@ -13,6 +13,7 @@ from detectron2.modeling import build_model
 from cxr_codet.data.build import build_cxr_test_loader, build_cxr_train_loader
 from cxr_codet.data.datasets.imagenome import PROGRESSION_LABELS
 from cxr_codet.data.datasets.phantom_pairs import REGION_NAMES, render_phantom_pair
+from cxr_codet.data.image_pairs import ImagePairMapper
 from cxr_codet.engine.trainer import CXRTrainer
 from cxr_codet.evaluation import read_eval_results
 from cxr_codet.evaluation.progression_evaluation import (
@@ -23,7 +24,6 @@ from cxr_codet.evaluation.progression_evaluation import (
 )
 from cxr_codet.modeling.image_heads import (
     EuclideanSpace,
-    ImagePairMapper,
     PoincareBall,
     build_geometry,
     expmap0,
