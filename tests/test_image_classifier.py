@@ -20,7 +20,8 @@ from cxr_codet.evaluation.classification_evaluation import (
     classification_results,
 )
 from cxr_codet.evaluation.localization_evaluation import build_configured_evaluator
-from cxr_codet.modeling.image_heads import ABNORMAL, ContrastiveClassifier, ViTBackbone, load_vit_weights
+from cxr_codet.modeling.backbone import ViTBackbone, load_vit_weights
+from cxr_codet.modeling.image_heads import ABNORMAL, ContrastiveClassifier
 from cxr_codet.modeling.image_heads.contrastive_classifier import eval_mode
 
 CONFIG = "configs/phantom/contrastive_classifier_R18_phantom.yaml"
