@@ -19,7 +19,7 @@ from cxr_codet.engine.trainer import CXRTrainer
 from cxr_codet.evaluation import read_eval_results
 from cxr_codet.evaluation.localization_evaluation import build_configured_evaluator
 from cxr_codet.modeling.side_heads import AFLoc, localized_scores, symmetric_contrastive_loss
-from cxr_codet.modeling.side_heads.afloc import positives_by_key
+from cxr_codet.modeling.image_text import positives_by_key
 
 CONFIG = "configs/phantom/afloc_R18_phantom.yaml"
 
