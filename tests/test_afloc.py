@@ -17,7 +17,7 @@ from cxr_codet.data.classes import NIH_CXR14_BBOX_CLASSES, VINDR_CXR_CLASSES
 from cxr_codet.data.descriptions import compose_report
 from cxr_codet.engine.trainer import CXRTrainer
 from cxr_codet.evaluation import read_eval_results
-from cxr_codet.evaluation.localization_evaluation import build_configured_evaluator
+from cxr_codet.evaluation.build import build_configured_evaluator
 from cxr_codet.modeling.side_heads import AFLoc, localized_scores, symmetric_contrastive_loss
 from cxr_codet.modeling.image_text import positives_by_key
 

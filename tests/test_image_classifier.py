@@ -19,7 +19,7 @@ from cxr_codet.evaluation.classification_evaluation import (
     binary_metrics,
     classification_results,
 )
-from cxr_codet.evaluation.localization_evaluation import build_configured_evaluator
+from cxr_codet.evaluation.build import build_configured_evaluator
 from cxr_codet.modeling.backbone import ViTBackbone, load_vit_weights
 from cxr_codet.modeling.image_heads import ABNORMAL, ContrastiveClassifier
 from cxr_codet.modeling.image_heads.contrastive_classifier import eval_mode

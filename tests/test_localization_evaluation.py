@@ -14,12 +14,11 @@ from detectron2.structures import BoxMode
 
 from cxr_codet import add_cxr_codet_config
 from cxr_codet.evaluation import read_eval_results, write_eval_results
+from cxr_codet.evaluation.build import build_configured_evaluator, build_evaluator, configured_evaluator_types
 from cxr_codet.evaluation.heatmap_overlays import BOX_COLOR, heatmap_overlay, save_heatmap_overlay
 from cxr_codet.evaluation.localization_evaluation import (
     OVERLAY_FOLDER,
     LocalizationEvaluator,
-    build_configured_evaluator,
-    configured_evaluator_types,
     ground_truth_samples,
 )
 
@@ -218,6 +217,8 @@ def test_evaluators_by_dataset_combines_several(tmp_path):
     cfg = _cfg(**{"TEST.EVALUATORS_BY_DATASET": [[name, "localization", "localization"]]})
     combined = build_configured_evaluator(cfg, name, str(tmp_path))
     assert isinstance(combined, DatasetEvaluators) and len(combined._evaluators) == 2
+    through_build = build_evaluator(cfg, name, str(tmp_path))  # the list wins over the dataset's evaluator_type
+    assert isinstance(through_build, DatasetEvaluators) and len(through_build._evaluators) == 2
 
 
 @pytest.mark.parametrize("entries, message", [

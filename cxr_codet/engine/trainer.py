@@ -20,7 +20,6 @@ from detectron2.utils.logger import setup_logger
 from ..compat import create_ddp_model
 from ..data.build import build_cxr_test_loader, build_cxr_train_loader
 from ..evaluation import build_evaluator, write_eval_results
-from ..evaluation.localization_evaluation import build_configured_evaluator
 from ..modeling.checkpoint_init import init_from_cfg
 from .checkpoint import AtomicDetectionCheckpointer
 from .optimizer import build_optimizer
@@ -104,8 +103,7 @@ class CXRTrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         """The evaluators TEST.EVALUATORS_BY_DATASET lists for the dataset, else its evaluator_type's."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        configured = build_configured_evaluator(cfg, dataset_name, output_folder)
-        return configured if configured is not None else build_evaluator(cfg, dataset_name, output_folder)
+        return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

@@ -33,7 +33,7 @@ from detectron2.utils import comm
 from sklearn.metrics import roc_auc_score
 from tabulate import tabulate
 
-from .coco_evaluation import EVALUATOR_REGISTRY
+from .build import EVALUATOR_REGISTRY
 from .heatmap_overlays import save_heatmap_overlay
 
 logger = logging.getLogger(__name__)

@@ -20,13 +20,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
+from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 from tabulate import tabulate
 
 from ..modeling.postprocessing import gmm_threshold_mask
-from .coco_evaluation import EVALUATOR_REGISTRY
+from .build import EVALUATOR_REGISTRY
 from .heatmap_overlays import save_heatmap_overlay
 from .localization_metrics import DEFAULT_THRESHOLDS, LocalizationAccumulator
 
@@ -223,31 +223,3 @@ def localization(cfg, dataset_name, output_folder):
         n_bootstrap=section.BOOTSTRAP_SAMPLES,
         num_overlays=section.NUM_OVERLAYS,
     )
-
-
-def configured_evaluator_types(cfg, dataset_name: str) -> Optional[List[str]]:
-    """Evaluator types listed for `dataset_name` in TEST.EVALUATORS_BY_DATASET ([dataset, type, ...]
-    entries), or None when it is not listed (then its metadata evaluator_type applies)."""
-    for entry in cfg.TEST.EVALUATORS_BY_DATASET:
-        if len(entry) < 2 or not all(isinstance(item, str) and item for item in entry):
-            raise ValueError(f"TEST.EVALUATORS_BY_DATASET entry {list(entry)!r} must be [dataset_name, "
-                             "evaluator_type, ...] (non-empty strings)")
-        if entry[0] != dataset_name:
-            continue
-        unknown = [name for name in entry[1:] if name not in EVALUATOR_REGISTRY]
-        if unknown:
-            registered = sorted(name for name, _ in EVALUATOR_REGISTRY)
-            raise ValueError(f"TEST.EVALUATORS_BY_DATASET: unknown evaluator type(s) {unknown} for "
-                             f"{dataset_name!r}; registered: {registered}")
-        return list(entry[1:])
-    return None
-
-
-def build_configured_evaluator(cfg, dataset_name: str, output_folder: str) -> Optional[DatasetEvaluator]:
-    """The evaluators TEST.EVALUATORS_BY_DATASET lists for `dataset_name` (combined with DatasetEvaluators
-    when there are several), or None when it lists none for it; the hook `build_evaluator` calls first."""
-    types = configured_evaluator_types(cfg, dataset_name)
-    if types is None:
-        return None
-    evaluators = [EVALUATOR_REGISTRY.get(name)(cfg, dataset_name, output_folder) for name in types]
-    return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)

@@ -23,7 +23,7 @@ from detectron2.utils import comm
 from tabulate import tabulate
 
 from ..data.datasets.imagenome import PROGRESSION_LABELS
-from .coco_evaluation import EVALUATOR_REGISTRY
+from .build import EVALUATOR_REGISTRY
 
 logger = logging.getLogger(__name__)
 
