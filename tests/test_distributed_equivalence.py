@@ -24,8 +24,9 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from tiny_cxr_codet import tiny_cfg
 
-from cxr_codet.compat import create_ddp_model, launch
+from cxr_codet.engine.launcher import launch
 from cxr_codet.engine.optimizer import build_optimizer
+from cxr_codet.engine.trainer import create_ddp_model
 
 pytestmark = pytest.mark.slow  # starts 2 gloo processes and trains
 

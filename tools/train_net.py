@@ -10,8 +10,7 @@ Without a GPU it trains on CPU; `--num-gpus N` then starts N CPU processes joine
 """
 import sys
 
-from cxr_codet.engine.launcher import main, parse_args
-from cxr_codet.compat import launch
+from cxr_codet.engine.launcher import launch, main, parse_args
 
 if __name__ == "__main__":
     args = parse_args(sys.argv[1:])

@@ -16,8 +16,8 @@ from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, Trainer
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
 
-from ..compat import create_ddp_model
 from ..data.build import build_cxr_test_loader, build_cxr_train_loader
 from ..evaluation import build_evaluator, write_eval_results
 from ..modeling.checkpoint_init import init_from_cfg
@@ -157,3 +157,14 @@ def _uses_dataset_vocabulary(cfg, model) -> bool:
     return bool(cfg.MODEL.get("TEST_VOCABULARY_FROM_DATASET", False)) and hasattr(
         model, "set_test_vocabulary"
     )
+
+
+def create_ddp_model(model, **kwargs):
+    """Wrap `model` in DistributedDataParallel when running distributed; CPU models get no device_ids
+    (v0.6's `create_ddp_model` always passes the local rank as a CUDA device)."""
+    if comm.get_world_size() == 1:
+        return model
+    if next(model.parameters()).device.type == "cuda":
+        kwargs.setdefault("device_ids", [comm.get_local_rank()])
+    kwargs.setdefault("broadcast_buffers", False)
+    return DistributedDataParallel(model, **kwargs)
