@@ -16,6 +16,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..compat import apply
 from ..config import add_cxr_codet_config
+from ..data.samplers import check_concept_group_config
 from .checkpoint import AtomicDetectionCheckpointer
 from .trainer import CXRTrainer
 
@@ -46,8 +47,11 @@ def build_cfg(config_file, opts=(), cpu=False):
 
 
 def setup_cfg(args):
-    """`build_cfg` from the command line, then detectron2's run setup (output folder, logs, config dump)."""
+    """`build_cfg` from the command line, then detectron2's run setup (output folder, logs, config dump). A
+    concept-group batch layout that cannot work fails here, before any data is read."""
     cfg = build_cfg(args.config_file, args.opts)
+    if cfg.DATALOADER.SAMPLER_TRAIN == "ConceptGroupSampler" and not args.eval_only:
+        check_concept_group_config(cfg)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cxr_codet")
     return cfg
