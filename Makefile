@@ -1,4 +1,5 @@
-# Two entry points for a fresh machine: `make demo` and `make test`. Both create .venv on first use.
+# Two entry points for a fresh machine: `make demo` and `make test`. Both create .venv on first use;
+# `make test-fast` leaves out the tests marked slow (training runs, subprocesses) for the edit-test loop.
 # `make wheelhouse` packs what a GPU machine lacks for scripts/gpu_benchmark.sh (docs/benchmarks.md).
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ DEMO_OUTPUT ?= output/demo/cxr_codet_R18_FPN_phantom
 WHEELHOUSE ?= .whl
 WHEEL_PYTHON_VERSION ?= 3.12
 
-.PHONY: install demo test wheelhouse gpu-benchmark-cpu clean-venv
+.PHONY: install demo test test-fast wheelhouse gpu-benchmark-cpu clean-venv
 
 install: $(STAMP)
 
@@ -30,6 +31,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+test-fast: install
+	$(PY) -m pytest -q tests -m "not slow"
 
 # Wheels for CPython $(WHEEL_PYTHON_VERSION) (the GPU machine's) of everything it lacks, under 60 MiB.
 wheelhouse: install

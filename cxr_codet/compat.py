@@ -1,13 +1,11 @@
 """Every shim that lets detectron2 v0.6's Python sources run on today's stack, in one place.
 
 `pb1-detectron2==0.6` (see scripts/install_detectron2.sh) is detectron2 v0.6 without its C++ extension,
-and v0.6 predates Pillow 10, NumPy 1.24, setuptools without `pkg_resources`, and CPU support in
-`launch()`. `apply()` runs once, when `cxr_codet` is imported, before any detectron2 submodule that
+and v0.6 predates Pillow 10, NumPy 1.24 and setuptools without `pkg_resources`. `apply()` runs once, when `cxr_codet` is imported, before any detectron2 submodule that
 needs a shim; each shim checks first and changes nothing where the stack already provides the thing
 (a detectron2 built from source, an older Pillow, ...).
 """
 import functools
-import gc
 import importlib
 import importlib.resources
 import logging
@@ -15,18 +13,12 @@ import sys
 import time
 import types
 import warnings
-from datetime import timedelta
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from PIL import Image
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TIMEOUT = timedelta(minutes=30)
-
 
 class MissingExtensionError(AttributeError):
     """Raised when code reaches for an op of detectron2's C++ extension in an install without it."""
@@ -215,105 +207,3 @@ def apply() -> None:
         _install_c_extension_stub()
     _patch_gradient_clipping()
     _APPLIED = True
-
-
-# ----------------------------------------------------------------------------------------------
-# Distributed training on CPU.
-
-
-def launch(
-    main_func,
-    num_gpus_per_machine,
-    num_machines=1,
-    machine_rank=0,
-    dist_url=None,
-    args=(),
-    timeout=DEFAULT_TIMEOUT,
-):
-    """detectron2's `launch()`, also on machines without a GPU.
-
-    With CUDA this is detectron2's own `launch` (NCCL). Without it, v0.6's `launch` asserts CUDA, so
-    we spawn `num_gpus_per_machine` CPU processes joined by gloo and set up the same local process
-    group detectron2's `comm` expects. The argument keeps detectron2's name: on CPU it counts processes.
-    """
-    if torch.cuda.is_available():
-        from detectron2.engine import launch as d2_launch
-
-        return d2_launch(
-            main_func,
-            num_gpus_per_machine,
-            num_machines=num_machines,
-            machine_rank=machine_rank,
-            dist_url=dist_url,
-            args=args,
-            timeout=timeout,
-        )
-    world_size = num_machines * num_gpus_per_machine
-    if world_size == 1:
-        return main_func(*args)
-    if dist_url == "auto":
-        if num_machines != 1:
-            raise ValueError("dist_url=auto is only supported with --num-machines 1")
-        from detectron2.engine.launch import _find_free_port
-
-        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
-    mp.spawn(
-        _cpu_worker,
-        nprocs=num_gpus_per_machine,
-        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
-        daemon=False,
-    )
-
-
-def _cpu_worker(
-    local_rank, main_func, world_size, procs_per_machine, machine_rank, dist_url, args, timeout
-):
-    apply()  # spawned processes start from a fresh interpreter
-    from detectron2.utils import comm
-
-    global_rank = machine_rank * procs_per_machine + local_rank
-    dist.init_process_group(
-        backend="gloo", init_method=dist_url, world_size=world_size, rank=global_rank, timeout=timeout
-    )
-    if hasattr(comm, "create_local_process_group"):  # detectron2 after v0.6
-        comm.create_local_process_group(procs_per_machine)
-    else:
-        num_machines = world_size // procs_per_machine
-        for i in range(num_machines):
-            group = dist.new_group(list(range(i * procs_per_machine, (i + 1) * procs_per_machine)))
-            if i == machine_rank:
-                comm._LOCAL_PROCESS_GROUP = group
-    comm.synchronize()
-    main_func(*args)
-    _leave_process_groups(comm)
-
-
-def _leave_process_groups(comm) -> None:
-    """Leave together and free every gloo group before the interpreter exits: a gloo group whose last
-    reference dies during interpreter shutdown (detectron2's comm caches one) can abort the process in
-    its C++ destructor ("terminate called without an active exception")."""
-    comm.synchronize()
-    dist.destroy_process_group()  # all groups, the default one included
-    if hasattr(comm._get_global_gloo_group, "cache_clear"):
-        comm._get_global_gloo_group.cache_clear()
-    comm._LOCAL_PROCESS_GROUP = None
-    gc.collect()
-
-
-def create_ddp_model(model, **kwargs):
-    """Wrap `model` in DistributedDataParallel when running distributed; CPU models get no device_ids
-    (v0.6's `create_ddp_model` always passes the local rank as a CUDA device)."""
-    from detectron2.utils import comm
-    from torch.nn.parallel import DistributedDataParallel
-
-    if comm.get_world_size() == 1:
-        return model
-    if next(model.parameters()).device.type == "cuda":
-        kwargs.setdefault("device_ids", [comm.get_local_rank()])
-    kwargs.setdefault("broadcast_buffers", False)
-    return DistributedDataParallel(model, **kwargs)
-
-
-def torch_load(path, map_location="cpu"):
-    """`torch.load` for our own trusted checkpoints (torch >= 2.6 defaults to weights_only=True)."""
-    return torch.load(path, map_location=map_location, weights_only=False)

@@ -4,6 +4,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from detectron2.config import get_cfg
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -15,6 +16,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import cxr_codet  # noqa: E402,F401  (applies compat shims and registers datasets)
+from cxr_codet import add_cxr_codet_config  # noqa: E402
+
+TINY_SIZE = 64
+TINY_PHANTOM_SPLITS = ("cxr_phantom_tiny_train", "cxr_phantom_tiny_val")
+
+
+def tiny_phantom_cfg(config_file, *overrides, splits=TINY_PHANTOM_SPLITS):
+    """`config_file` shrunk for tests: the tiny phantom `splits` (train, test) at TINY_SIZE px, batch 4, no
+    loader workers, seed 0, CPU; `overrides` (KEY, VALUE, ...) come last and win."""
+    cfg = get_cfg()
+    add_cxr_codet_config(cfg)
+    cfg.merge_from_file(str(config_file))
+    train, test = splits
+    cfg.merge_from_list([
+        "DATASETS.TRAIN", (train,), "DATASETS.TEST", (test,),
+        "INPUT.MIN_SIZE_TRAIN", (TINY_SIZE,), "INPUT.MAX_SIZE_TRAIN", TINY_SIZE,
+        "INPUT.MIN_SIZE_TEST", TINY_SIZE, "INPUT.MAX_SIZE_TEST", TINY_SIZE,
+        "SOLVER.IMS_PER_BATCH", 4, "DATALOADER.NUM_WORKERS", 0, "SEED", 0, "MODEL.DEVICE", "cpu", *overrides,
+    ])
+    return cfg
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +45,3 @@ def shared_data() -> Path:
         pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the checkout in CI)")
     return SHARED_DATA
 
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: trains models or runs processes for more than a few seconds")

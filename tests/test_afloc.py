@@ -7,40 +7,30 @@ import math
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
+from conftest import TINY_SIZE, tiny_phantom_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from torch.nn import functional as F
 
-from cxr_codet import add_cxr_codet_config
 from cxr_codet.data.build import build_cxr_test_loader, build_cxr_train_loader
 from cxr_codet.data.classes import NIH_CXR14_BBOX_CLASSES, VINDR_CXR_CLASSES
 from cxr_codet.data.descriptions import compose_report
 from cxr_codet.engine.trainer import CXRTrainer
 from cxr_codet.evaluation import read_eval_results
-from cxr_codet.evaluation.localization_evaluation import build_configured_evaluator
+from cxr_codet.evaluation.build import build_configured_evaluator
 from cxr_codet.modeling.side_heads import AFLoc, localized_scores, symmetric_contrastive_loss
-from cxr_codet.modeling.side_heads.afloc import positives_by_key
+from cxr_codet.modeling.image_text import positives_by_key
 
 CONFIG = "configs/phantom/afloc_R18_phantom.yaml"
-TINY_SIZE = 64
 
 
 def afloc_cfg(*overrides):
-    """The phantom AFLoc config shrunk for tests: tiny splits, 64 px, a narrow joint space; short prompts
-    and AFLoc's blur of 1.5 cells, which the map tests spell out."""
-    cfg = get_cfg()
-    add_cxr_codet_config(cfg)
-    cfg.merge_from_file(CONFIG)
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", ("cxr_phantom_tiny_train",), "DATASETS.TEST", ("cxr_phantom_tiny_val",),
-        "INPUT.MIN_SIZE_TRAIN", (TINY_SIZE,), "INPUT.MAX_SIZE_TRAIN", TINY_SIZE,
-        "INPUT.MIN_SIZE_TEST", TINY_SIZE, "INPUT.MAX_SIZE_TEST", TINY_SIZE,
-        "MODEL.AFLOC.EMBED_DIM", 32, "SOLVER.IMS_PER_BATCH", 4, "DATALOADER.NUM_WORKERS", 0, "SEED", 0,
-        "MODEL.DEVICE", "cpu", "MODEL.LOCALIZATION_MAPS.PROMPT_GRANULARITY", "unelaborate",
+    """The phantom AFLoc config shrunk for tests, with a narrow joint space; short prompts and AFLoc's blur
+    of 1.5 cells, which the map tests spell out."""
+    return tiny_phantom_cfg(
+        CONFIG, "MODEL.AFLOC.EMBED_DIM", 32, "MODEL.LOCALIZATION_MAPS.PROMPT_GRANULARITY", "unelaborate",
         "MODEL.LOCALIZATION_MAPS.BLUR_SIGMA", 1.5, *overrides,
-    ])
-    return cfg
+    )
 
 
 @pytest.fixture(scope="module")
@@ -254,6 +244,7 @@ def test_bimodal_bias_merging_option_gives_finite_maps(model):
     assert heatmaps.shape == (14, TINY_SIZE, TINY_SIZE) and torch.isfinite(heatmaps).all()
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_through_the_trainer(tmp_path):
     cfg = afloc_cfg("SOLVER.MAX_ITER", 2, "SOLVER.WARMUP_ITERS", 1, "SOLVER.STEPS", (), "OUTPUT_DIR", str(tmp_path),
                     "TEST.LOCALIZATION.BOOTSTRAP_SAMPLES", 20, "TEST.LOCALIZATION.NUM_OVERLAYS", 2,

@@ -11,8 +11,8 @@ from torch.nn import functional as F
 from cxr_codet.engine.amp import amp_dtype, build_train_loop, inference_autocast
 from cxr_codet.engine.launcher import build_cfg
 from cxr_codet.engine.trainer import CXRTrainer
-from cxr_codet.modeling.classifier import OpenVocabularyClassifier
-from cxr_codet.modeling.similarity_head import CoOccurrenceHead
+from cxr_codet.modeling.roi_heads.classifier import OpenVocabularyClassifier
+from cxr_codet.modeling.roi_heads.similarity_head import CoOccurrenceHead
 
 from tiny_cxr_codet import CONFIGS
 

@@ -71,6 +71,7 @@ def test_compare_two_configs_writes_medians_and_ratios(tmp_path, capsys):
     assert "B/A" in table and "seconds_per_iteration" in table and "seconds_per_image" in table
 
 
+@pytest.mark.slow
 def test_tool_runs_one_config(tmp_path):
     cmd = [
         sys.executable, "tools/benchmark.py", "--config-file", BASELINE, "--task", "eval", "--iterations", "2",

@@ -78,28 +78,3 @@ def test_apply_is_idempotent():
     before = dict(sys.modules)
     compat.apply()
     assert sys.modules.keys() == before.keys()
-
-
-def _ddp_worker(tmp_file):
-    from detectron2.utils import comm
-
-    model = torch.nn.Linear(2, 1)
-    ddp = compat.create_ddp_model(model)
-    assert isinstance(ddp, torch.nn.parallel.DistributedDataParallel)
-    ranks = comm.all_gather(comm.get_rank())
-    assert comm.get_local_rank() == comm.get_rank()
-    assert comm.get_local_size() == 2
-    if comm.is_main_process():
-        Path(tmp_file).write_text(",".join(map(str, ranks)))
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: detectron2's own launch is used")
-def test_launch_two_cpu_processes_with_gloo(tmp_path):
-    out = tmp_path / "ranks.txt"
-    compat.launch(_ddp_worker, 2, dist_url="auto", args=(str(out),))
-    assert out.read_text() == "0,1"
-
-
-def test_create_ddp_model_single_process_returns_model():
-    model = torch.nn.Linear(2, 1)
-    assert compat.create_ddp_model(model) is model

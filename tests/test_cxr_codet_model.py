@@ -19,7 +19,7 @@ from tiny_cxr_codet import (
 from cxr_codet import add_cxr_codet_config
 from cxr_codet.data.classes import VINDR_CXR_CLASSES
 from cxr_codet.engine.optimizer import build_optimizer
-from cxr_codet.modeling.classifier import OpenVocabularyClassifier
+from cxr_codet.modeling.roi_heads.classifier import OpenVocabularyClassifier
 from cxr_codet.modeling.meta_arch import concept_groups_from_batch
 from cxr_codet.modeling.text import build_class_embeddings
 

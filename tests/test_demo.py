@@ -82,6 +82,7 @@ def _assert_boxes_inside(record):
     assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
 
 
+@pytest.mark.slow
 def test_demo_tool_on_the_real_dicom_and_phantom_images(codet_config, phantom_images, shared_data, tmp_path):
     out = tmp_path / "out"
     cmd = [

@@ -14,7 +14,6 @@ Why this holds for Faster R-CNN, up to the order of floating-point sums:
   broadcasts rank 0's parameters anyway).
 A control checks that the step is sensitive to the data: one image alone gives clearly different parameters.
 """
-import os
 from pathlib import Path
 
 import pytest
@@ -25,8 +24,11 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from tiny_cxr_codet import tiny_cfg
 
-from cxr_codet.compat import create_ddp_model, launch
+from cxr_codet.engine.launcher import launch
 from cxr_codet.engine.optimizer import build_optimizer
+from cxr_codet.engine.trainer import create_ddp_model
+
+pytestmark = pytest.mark.slow  # starts 2 gloo processes and trains
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -90,7 +92,6 @@ def initial_and_single(tmp_path_factory):
     return initial, _one_step(directory, _batch())
 
 
-@pytest.mark.skipif(os.cpu_count() < 2, reason="needs 2 CPU cores for 2 processes")
 def test_two_processes_with_one_image_each_take_the_single_process_step(initial_and_single, tmp_path):
     initial, single = initial_and_single
     launch(_worker, 2, dist_url="auto", args=(str(tmp_path),))

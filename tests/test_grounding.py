@@ -6,11 +6,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
+from conftest import TINY_SIZE, tiny_phantom_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-from cxr_codet import add_cxr_codet_config
 from cxr_codet.data.build import build_cxr_train_loader
 from cxr_codet.data.classes import VINDR_CXR_CLASSES
 from cxr_codet.engine.optimizer import build_optimizer
@@ -18,22 +17,11 @@ from cxr_codet.modeling.side_heads import PhraseGrounding
 from cxr_codet.modeling.side_heads.grounding import balanced_bce, box_coverage
 
 CONFIG = "configs/phantom/grounding_R18_phantom.yaml"
-TINY_SIZE = 64
 
 
 def grounding_cfg(*overrides):
-    """The phantom grounding config shrunk for tests: tiny splits, 64 px, a narrow joint space."""
-    cfg = get_cfg()
-    add_cxr_codet_config(cfg)
-    cfg.merge_from_file(CONFIG)
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", ("cxr_phantom_tiny_train",), "DATASETS.TEST", ("cxr_phantom_tiny_val",),
-        "INPUT.MIN_SIZE_TRAIN", (TINY_SIZE,), "INPUT.MAX_SIZE_TRAIN", TINY_SIZE,
-        "INPUT.MIN_SIZE_TEST", TINY_SIZE, "INPUT.MAX_SIZE_TEST", TINY_SIZE,
-        "MODEL.PHRASE_GROUNDING.EMBED_DIM", 32, "SOLVER.IMS_PER_BATCH", 4, "DATALOADER.NUM_WORKERS", 0,
-        "SEED", 0, "MODEL.DEVICE", "cpu", *overrides,
-    ])
-    return cfg
+    """The phantom grounding config shrunk for tests, with a narrow joint space."""
+    return tiny_phantom_cfg(CONFIG, "MODEL.PHRASE_GROUNDING.EMBED_DIM", 32, *overrides)
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +125,7 @@ def test_bimodal_bias_merging_runs_on_the_grid(model):
     assert heatmaps.shape == (14, TINY_SIZE, 48) and torch.isfinite(heatmaps).all()
 
 
+@pytest.mark.slow
 def test_a_few_steps_on_one_image_learn_where_the_phrase_is():
     torch.manual_seed(0)
     cfg = grounding_cfg("SOLVER.BASE_LR", 0.05, "MODEL.PHRASE_GROUNDING.NEGATIVES_PER_IMAGE", 1)

@@ -4,12 +4,11 @@ outputs, the ViT image encoder and its weight loader, and a train + evaluate run
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
+from conftest import TINY_SIZE, tiny_phantom_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from cxr_codet import add_cxr_codet_config
 from cxr_codet.data.build import build_cxr_test_loader, build_cxr_train_loader
 from cxr_codet.data.classes import VINDR_CXR_CLASSES
 from cxr_codet.engine.trainer import CXRTrainer
@@ -20,29 +19,21 @@ from cxr_codet.evaluation.classification_evaluation import (
     binary_metrics,
     classification_results,
 )
-from cxr_codet.evaluation.localization_evaluation import build_configured_evaluator
-from cxr_codet.modeling.image_heads import ABNORMAL, ContrastiveClassifier, ViTBackbone, load_vit_weights
+from cxr_codet.evaluation.build import build_configured_evaluator
+from cxr_codet.modeling.backbone import ViTBackbone, load_vit_weights
+from cxr_codet.modeling.image_heads import ABNORMAL, ContrastiveClassifier
 from cxr_codet.modeling.image_heads.contrastive_classifier import eval_mode
 
 CONFIG = "configs/phantom/contrastive_classifier_R18_phantom.yaml"
-TINY_SIZE = 64
 PRETRAIN_ITERS = 2
 
 
 def classifier_cfg(*overrides):
-    """The phantom classifier config on the tiny splits at 64 px, narrow layers, no workers."""
-    cfg = get_cfg()
-    add_cxr_codet_config(cfg)
-    cfg.merge_from_file(CONFIG)
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", ("cxr_phantom_tiny_train",), "DATASETS.TEST", ("cxr_phantom_tiny_val",),
-        "INPUT.MIN_SIZE_TRAIN", (TINY_SIZE,), "INPUT.MAX_SIZE_TRAIN", TINY_SIZE,
-        "INPUT.MIN_SIZE_TEST", TINY_SIZE, "INPUT.MAX_SIZE_TEST", TINY_SIZE,
-        "MODEL.IMAGE_CLASSIFIER.EMBED_DIM", 16, "MODEL.IMAGE_CLASSIFIER.HIDDEN_DIMS", [16, 16],
-        "MODEL.IMAGE_CLASSIFIER.PRETRAIN_ITERS", PRETRAIN_ITERS, "SOLVER.IMS_PER_BATCH", 4,
-        "DATALOADER.NUM_WORKERS", 0, "SEED", 0, "MODEL.DEVICE", "cpu", *overrides,
-    ])
-    return cfg
+    """The phantom classifier config shrunk for tests, with narrow layers and a short first stage."""
+    return tiny_phantom_cfg(
+        CONFIG, "MODEL.IMAGE_CLASSIFIER.EMBED_DIM", 16, "MODEL.IMAGE_CLASSIFIER.HIDDEN_DIMS", [16, 16],
+        "MODEL.IMAGE_CLASSIFIER.PRETRAIN_ITERS", PRETRAIN_ITERS, *overrides,
+    )
 
 
 TINY_VIT = ("MODEL.BACKBONE.NAME", "build_vit_backbone", "MODEL.VIT.ARCH", "vit_tiny_patch16_224",
@@ -220,6 +211,7 @@ def test_bad_settings_are_named(override, message):
         build_model(classifier_cfg(*override))
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_through_the_trainer(tmp_path):
     schedule = ("SOLVER.MAX_ITER", PRETRAIN_ITERS + 1, "SOLVER.WARMUP_ITERS", 1, "SOLVER.STEPS", (),
                 "OUTPUT_DIR", str(tmp_path))

@@ -13,13 +13,12 @@ from detectron2.evaluation import DatasetEvaluators
 from detectron2.structures import BoxMode
 
 from cxr_codet import add_cxr_codet_config
-from cxr_codet.evaluation import EVALUATOR_REGISTRY, read_eval_results, write_eval_results
+from cxr_codet.evaluation import read_eval_results, write_eval_results
+from cxr_codet.evaluation.build import build_configured_evaluator, build_evaluator, configured_evaluator_types
 from cxr_codet.evaluation.heatmap_overlays import BOX_COLOR, heatmap_overlay, save_heatmap_overlay
 from cxr_codet.evaluation.localization_evaluation import (
     OVERLAY_FOLDER,
     LocalizationEvaluator,
-    build_configured_evaluator,
-    configured_evaluator_types,
     ground_truth_samples,
 )
 
@@ -206,8 +205,11 @@ def test_evaluators_by_dataset_selects_and_combines_evaluators(tmp_path):
     assert configured_evaluator_types(cfg, "other_dataset") == ["coco", "localization"]
     assert configured_evaluator_types(cfg, "not_listed") is None
     assert build_configured_evaluator(cfg, "not_listed", str(tmp_path)) is None
-    assert isinstance(build_configured_evaluator(cfg, name, str(tmp_path)), LocalizationEvaluator)
-    assert "localization" in EVALUATOR_REGISTRY
+    evaluator = build_configured_evaluator(cfg, name, str(tmp_path))
+    evaluator.reset()
+    evaluator.process([{"image_id": 1}], [_output({"Nodule": _box_map((4, 4, 12, 12))})])
+    results = evaluator.evaluate()["localization"]
+    assert results["num_samples"] == 2 and results["IoU-Nodule"] == pytest.approx(1.0)
 
 
 def test_evaluators_by_dataset_combines_several(tmp_path):
@@ -215,6 +217,8 @@ def test_evaluators_by_dataset_combines_several(tmp_path):
     cfg = _cfg(**{"TEST.EVALUATORS_BY_DATASET": [[name, "localization", "localization"]]})
     combined = build_configured_evaluator(cfg, name, str(tmp_path))
     assert isinstance(combined, DatasetEvaluators) and len(combined._evaluators) == 2
+    through_build = build_evaluator(cfg, name, str(tmp_path))  # the list wins over the dataset's evaluator_type
+    assert isinstance(through_build, DatasetEvaluators) and len(through_build._evaluators) == 2
 
 
 @pytest.mark.parametrize("entries, message", [

@@ -11,15 +11,13 @@ from cxr_codet.evaluation.localization_metrics import (
     bootstrap_ci,
     boxes_to_mask,
     cnr,
-    heatmap_to_boxes,
     macro_average,
-    mask_to_boxes,
     mean_threshold_iou,
-    normalize_map,
     pointing_game,
     threshold_ious,
     two_class_miou,
 )
+from cxr_codet.modeling.postprocessing import heatmap_to_boxes, mask_to_boxes, normalize_map
 
 NAN = np.nan
 

@@ -16,6 +16,8 @@ from detectron2.modeling import build_model
 from cxr_codet.engine.launcher import build_cfg
 from cxr_codet.modeling.checkpoint_init import init_from_cfg
 
+pytestmark = pytest.mark.slow  # trains through tools/train_net.py on real NIH boxes
+
 REPO = Path(__file__).resolve().parents[1]
 FP_RATES = ("0.125", "0.25", "0.5", "1", "2", "4", "8")
 SHORT_RUN = [

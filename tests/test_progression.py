@@ -6,14 +6,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
+from conftest import TINY_SIZE, tiny_phantom_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 
-from cxr_codet import add_cxr_codet_config
 from cxr_codet.data.build import build_cxr_test_loader, build_cxr_train_loader
 from cxr_codet.data.datasets.imagenome import PROGRESSION_LABELS
 from cxr_codet.data.datasets.phantom_pairs import REGION_NAMES, render_phantom_pair
+from cxr_codet.data.image_pairs import ImagePairMapper
 from cxr_codet.engine.trainer import CXRTrainer
 from cxr_codet.evaluation import read_eval_results
 from cxr_codet.evaluation.progression_evaluation import (
@@ -24,7 +24,6 @@ from cxr_codet.evaluation.progression_evaluation import (
 )
 from cxr_codet.modeling.image_heads import (
     EuclideanSpace,
-    ImagePairMapper,
     PoincareBall,
     build_geometry,
     expmap0,
@@ -34,22 +33,14 @@ from cxr_codet.modeling.image_heads import (
 )
 
 CONFIG = "configs/phantom/progression_hyperbolic_R18_phantom_pairs.yaml"
-TINY_SIZE = 64
 
 
 def progression_cfg(*overrides):
-    """The phantom progression config on the tiny pair splits at 64 px, small widths, no workers."""
-    cfg = get_cfg()
-    add_cxr_codet_config(cfg)
-    cfg.merge_from_file(CONFIG)
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", ("cxr_phantom_pairs_tiny_train",), "DATASETS.TEST", ("cxr_phantom_pairs_tiny_val",),
-        "INPUT.MIN_SIZE_TRAIN", (TINY_SIZE,), "INPUT.MAX_SIZE_TRAIN", TINY_SIZE,
-        "INPUT.MIN_SIZE_TEST", TINY_SIZE, "INPUT.MAX_SIZE_TEST", TINY_SIZE,
-        "MODEL.PROGRESSION.HIDDEN_DIM", 32, "MODEL.PROGRESSION.EMBED_DIM", 16, "SOLVER.IMS_PER_BATCH", 4,
-        "DATALOADER.NUM_WORKERS", 0, "SEED", 0, "MODEL.DEVICE", "cpu", *overrides,
-    ])
-    return cfg
+    """The phantom progression config on the tiny pair splits, with small widths."""
+    return tiny_phantom_cfg(
+        CONFIG, "MODEL.PROGRESSION.HIDDEN_DIM", 32, "MODEL.PROGRESSION.EMBED_DIM", 16, *overrides,
+        splits=("cxr_phantom_pairs_tiny_train", "cxr_phantom_pairs_tiny_val"),
+    )
 
 
 # -- Poincare ball ---------------------------------------------------------------------------------------------
@@ -263,6 +254,7 @@ def test_inference_maps_single_image_inputs_as_pairs():
     torch.testing.assert_close(from_single["scores"], from_pair["scores"])
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_through_the_trainer(tmp_path):
     cfg = progression_cfg("SOLVER.MAX_ITER", 2, "SOLVER.WARMUP_ITERS", 1, "SOLVER.STEPS", (), "OUTPUT_DIR", str(tmp_path))
     trainer = CXRTrainer(cfg)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test starts tools/train_net.py
+
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = "configs/phantom/faster_rcnn_R18_FPN_phantom.yaml"
 CXR_CODET = "configs/phantom/cxr_codet_R18_FPN_phantom.yaml"
@@ -128,7 +130,6 @@ def test_resume_after_sigkill_continues_without_gaps(tmp_path):
         assert resumed[it]["lr"] == pytest.approx(reference[it]["lr"], rel=1e-6), it
 
 
-@pytest.mark.skipif(os.cpu_count() < 2, reason="needs 2 CPU cores for 2 processes")
 def test_two_cpu_processes_train_and_evaluate(tmp_path):
     log = _train_net(
         "--config-file", BASELINE, "--num-gpus", "2", *TINY, "SOLVER.MAX_ITER", "3",

@@ -16,11 +16,10 @@ from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
 
-from ..compat import create_ddp_model
 from ..data.build import build_cxr_test_loader, build_cxr_train_loader
 from ..evaluation import build_evaluator, write_eval_results
-from ..evaluation.localization_evaluation import build_configured_evaluator
 from ..modeling.checkpoint_init import init_from_cfg
 from .amp import build_train_loop
 from .checkpoint import AtomicDetectionCheckpointer
@@ -106,8 +105,7 @@ class CXRTrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         """The evaluators TEST.EVALUATORS_BY_DATASET lists for the dataset, else its evaluator_type's."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        configured = build_configured_evaluator(cfg, dataset_name, output_folder)
-        return configured if configured is not None else build_evaluator(cfg, dataset_name, output_folder)
+        return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
@@ -174,3 +172,14 @@ def _uses_dataset_vocabulary(cfg, model) -> bool:
     return bool(cfg.MODEL.get("TEST_VOCABULARY_FROM_DATASET", False)) and hasattr(
         model, "set_test_vocabulary"
     )
+
+
+def create_ddp_model(model, **kwargs):
+    """Wrap `model` in DistributedDataParallel when running distributed; CPU models get no device_ids
+    (v0.6's `create_ddp_model` always passes the local rank as a CUDA device)."""
+    if comm.get_world_size() == 1:
+        return model
+    if next(model.parameters()).device.type == "cuda":
+        kwargs.setdefault("device_ids", [comm.get_local_rank()])
+    kwargs.setdefault("broadcast_buffers", False)
+    return DistributedDataParallel(model, **kwargs)

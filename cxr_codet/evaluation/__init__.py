@@ -1,5 +1,7 @@
 """Detection and localization metrics, evaluators and plots."""
-from .coco_evaluation import EVALUATOR_REGISTRY, SIZE_BUCKETS, CXRCOCOEvaluator, build_evaluator
+from . import classification_evaluation, localization_evaluation, progression_evaluation  # noqa: F401  (register)
+from .build import EVALUATOR_REGISTRY, build_configured_evaluator, build_evaluator, configured_evaluator_types
+from .coco_evaluation import SIZE_BUCKETS, CXRCOCOEvaluator
 from .plots import per_class_ap50_rows, plot_per_class_ap50
 from .results_io import (
     CLASSES_WITHOUT_GT_KEY,
@@ -17,7 +19,9 @@ __all__ = [
     "EVAL_RESULTS_FILENAME",
     "SIZE_BUCKETS",
     "SIZE_BUCKETS_WITHOUT_GT_KEY",
+    "build_configured_evaluator",
     "build_evaluator",
+    "configured_evaluator_types",
     "per_class_ap50_rows",
     "plot_per_class_ap50",
     "read_eval_results",

@@ -20,21 +20,18 @@ with its boxes drawn.
 """
 import logging
 import os
-import re
 from collections import OrderedDict, defaultdict
 from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
-from detectron2.utils import comm
 from sklearn.metrics import roc_auc_score
 from tabulate import tabulate
 
 from ..data.image_io import read_gray
-from .coco_evaluation import EVALUATOR_REGISTRY
+from .base import CXRDatasetEvaluator, file_slug
+from .build import EVALUATOR_REGISTRY
 from .heatmap_overlays import save_heatmap_overlay
 
 logger = logging.getLogger(__name__)
@@ -125,11 +122,7 @@ def _record_findings(record: dict, class_names: Sequence[str]) -> List[str]:
     return sorted({class_names[int(i)] for i in ids})
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "label"
-
-
-class ClassificationEvaluator(DatasetEvaluator):
+class ClassificationEvaluator(CXRDatasetEvaluator):
     """Normal/abnormal and per-finding metrics of image-level probabilities (see the module docstring)."""
 
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None, *, threshold: float = 0.5,
@@ -141,15 +134,10 @@ class ClassificationEvaluator(DatasetEvaluator):
             raise ValueError(f"TEST.CLASSIFICATION.THRESHOLD must be a probability in [0, 1], got {threshold}")
         if num_overlays < 0:
             raise ValueError(f"TEST.CLASSIFICATION.NUM_OVERLAYS must be >= 0, got {num_overlays}")
-        self._dataset_name = dataset_name
-        self._output_dir = output_dir
+        super().__init__(dataset_name, output_dir, distributed=distributed)
         self._threshold = float(threshold)
         self._num_overlays = int(num_overlays)
-        self._distributed = distributed
-        self._records = {record["image_id"]: record for record in DatasetCatalog.get(dataset_name)}
-        self._class_names = list(MetadataCatalog.get(dataset_name).get("thing_classes", []))
-        if not self._class_names:
-            raise ValueError(f"dataset {dataset_name!r} has no thing_classes in its metadata")
+        self._read_records_and_classes()
         self.reset()
 
     def reset(self):
@@ -203,19 +191,12 @@ class ClassificationEvaluator(DatasetEvaluator):
             shown = image if image.shape == heatmap.shape else cv2.resize(image, heatmap.shape[::-1], interpolation=cv2.INTER_AREA)
             label_boxes = [b for name in findings for b in boxes[name]] if label == ABNORMAL else boxes[label]
             title = f"{label} p={row[label][1]:.2f}" if label in row else label
-            save_heatmap_overlay(os.path.join(self._output_dir, OVERLAY_FOLDER, f"{stem}_{_slug(label)}.png"),
-                                 shown, heatmap, label_boxes, title)
-
-    def _all_rows(self) -> Optional[List[Dict[str, tuple]]]:
-        if not self._distributed or comm.get_world_size() == 1:
-            return self._rows
-        comm.synchronize()
-        gathered = comm.gather(self._rows, dst=0)
-        return [row for rows in gathered for row in rows] if comm.is_main_process() else None
+            path = os.path.join(self._output_dir, OVERLAY_FOLDER, f"{stem}_{file_slug(label, 'label')}.png")
+            save_heatmap_overlay(path, shown, heatmap, label_boxes, title)
 
     def evaluate(self):
         """{"classification": metrics} (see the module docstring); {} on non-main processes."""
-        rows = self._all_rows()
+        rows = self._gathered(self._rows)
         if rows is None:
             return {}
         if not rows:

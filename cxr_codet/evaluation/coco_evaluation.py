@@ -15,30 +15,21 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.fast_eval_api import COCOeval_opt  # needs detectron2._C to run
 from detectron2.utils.logger import create_small_table
-from detectron2.utils.registry import Registry
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
 from .. import compat
+from .build import EVALUATOR_REGISTRY
 from .detection_metrics import FROC_FP_RATES, HIT_CRITERIA, BoxSet, froc_by_class, mean_voc_average_precision
 from .plots import plot_froc, plot_per_class_ap50
 from .results_io import PER_CLASS_AP50_PREFIX, with_missing_entries
 
 logger = logging.getLogger(__name__)
-
-EVALUATOR_REGISTRY = Registry("CXR_EVALUATOR")
-EVALUATOR_REGISTRY.__doc__ = """
-Evaluator builders keyed by a dataset's metadata `evaluator_type`. Register a function named after
-the type, taking (cfg, dataset_name, output_folder) and returning a detectron2 DatasetEvaluator:
-
-    @EVALUATOR_REGISTRY.register()
-    def localization(cfg, dataset_name, output_folder): ...
-"""
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the order of COCOeval.stats[:6]
 SIZE_BUCKET_NAMES = ("small", "medium", "large")  # pycocotools' areaRngLbl after "all"
@@ -424,27 +415,6 @@ def _with_relative_areas(coco):
     with contextlib.redirect_stdout(io.StringIO()):
         relative.createIndex()
     return relative
-
-
-def build_evaluator(cfg, dataset_name, output_folder=None):
-    """The evaluator for `dataset_name`, picked by its metadata `evaluator_type` in EVALUATOR_REGISTRY;
-    `output_folder` defaults to OUTPUT_DIR/inference as in detectron2's tools."""
-    if dataset_name not in DatasetCatalog.list():
-        raise ValueError(f"Cannot build an evaluator for '{dataset_name}': no such registered dataset")
-    if output_folder is None:
-        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
-    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
-    registered = sorted(name for name, _ in EVALUATOR_REGISTRY)
-    if evaluator_type is None:
-        raise ValueError(f"Dataset '{dataset_name}' has no evaluator_type in its metadata; set one of "
-                         f"{registered} when registering it.")
-    if evaluator_type not in EVALUATOR_REGISTRY:
-        raise ValueError(
-            f"Dataset '{dataset_name}' has evaluator_type '{evaluator_type}', for which no evaluator is "
-            f"registered (registered: {registered}). Register a function named '{evaluator_type}' "
-            "taking (cfg, dataset_name, output_folder) with @EVALUATOR_REGISTRY.register()."
-        )
-    return EVALUATOR_REGISTRY.get(evaluator_type)(cfg, dataset_name, output_folder)
 
 
 @EVALUATOR_REGISTRY.register()

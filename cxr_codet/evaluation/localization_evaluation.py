@@ -13,21 +13,19 @@ TEST.EVALUATORS_BY_DATASET lists for a dataset (the hook for `build_evaluator`),
 """
 import logging
 import os
-import re
 from collections import Counter, OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 from tabulate import tabulate
 
 from ..data.image_io import read_gray
 from ..modeling.postprocessing import gmm_threshold_mask
-from .coco_evaluation import EVALUATOR_REGISTRY
+from .base import CXRDatasetEvaluator, file_slug
+from .build import EVALUATOR_REGISTRY
 from .heatmap_overlays import save_heatmap_overlay
 from .localization_metrics import DEFAULT_THRESHOLDS, LocalizationAccumulator
 
@@ -71,11 +69,6 @@ def _map_index(localization: dict, finding: str, phrase: Optional[str], image_id
     )
 
 
-def _slug(text: str) -> str:
-    """`text` as a file-name part (letters, digits, '-' and '_')."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "finding"
-
-
 def _scaled_boxes(boxes: np.ndarray, record: dict, map_shape: Tuple[int, int]) -> np.ndarray:
     """Boxes of the record's image rescaled to a heat map of `map_shape` (unchanged when sizes agree)."""
     height, width = record.get("height", map_shape[0]), record.get("width", map_shape[1])
@@ -85,7 +78,7 @@ def _scaled_boxes(boxes: np.ndarray, record: dict, map_shape: Tuple[int, int]) -
     return boxes * scale
 
 
-class LocalizationEvaluator(DatasetEvaluator):
+class LocalizationEvaluator(CXRDatasetEvaluator):
     """Localization metrics of prompt heat maps against the union of each finding's boxes (see module doc)."""
 
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None, *,
@@ -106,16 +99,11 @@ class LocalizationEvaluator(DatasetEvaluator):
                              f"got {two_class_mask!r}")
         if num_overlays < 0:
             raise ValueError(f"TEST.LOCALIZATION.NUM_OVERLAYS must be >= 0, got {num_overlays}")
-        self._dataset_name = dataset_name
-        self._output_dir = output_dir
+        super().__init__(dataset_name, output_dir, distributed=distributed)
         self._num_overlays = int(num_overlays)
-        self._distributed = distributed
         self._settings = dict(thresholds=tuple(thresholds), mask_fn=TWO_CLASS_MASKS[two_class_mask],
                               n_bootstrap=int(n_bootstrap))
-        self._records = {record["image_id"]: record for record in DatasetCatalog.get(dataset_name)}
-        self._class_names = list(MetadataCatalog.get(dataset_name).get("thing_classes", []))
-        if not self._class_names:
-            raise ValueError(f"dataset {dataset_name!r} has no thing_classes in its metadata")
+        self._read_records_and_classes()
         self.reset()
 
     def reset(self):
@@ -163,20 +151,20 @@ class LocalizationEvaluator(DatasetEvaluator):
             if image.shape != heatmap.shape:
                 image = cv2.resize(image, (heatmap.shape[1], heatmap.shape[0]), interpolation=cv2.INTER_AREA)
             title = finding + (f"  IoU {metrics['IoU']:.2f}" if metrics else "")
-            name = f"{stem}_{_slug(finding)}" + (f"_phrase{number}" if phrase is not None else "") + ".png"
+            suffix = f"_phrase{number}" if phrase is not None else ""
+            name = f"{stem}_{file_slug(finding, 'finding')}{suffix}.png"
             save_heatmap_overlay(os.path.join(self._output_dir, OVERLAY_FOLDER, name), image, heatmap, boxes, title)
 
     def _all_samples(self) -> Optional[LocalizationAccumulator]:
         """The accumulator with every process's samples (None on non-main processes)."""
         if not self._distributed or comm.get_world_size() == 1:
             return self._accumulator
-        comm.synchronize()
-        rows, skipped = comm.gather(self._rows, dst=0), comm.gather(self._skipped, dst=0)
-        if not comm.is_main_process():
+        rows, skipped = self._gathered(self._rows), self._gathered([self._skipped])
+        if rows is None:
             return None
         merged = LocalizationAccumulator(**self._settings)
         # LocalizationAccumulator has no public merge; fill its per-finding lists with the gathered samples.
-        for finding, metrics in (row for process_rows in rows for row in process_rows):
+        for finding, metrics in rows:
             for name, value in metrics.items():
                 merged._values[finding][name].append(value)
         for counts in skipped:
@@ -225,31 +213,3 @@ def localization(cfg, dataset_name, output_folder):
         n_bootstrap=section.BOOTSTRAP_SAMPLES,
         num_overlays=section.NUM_OVERLAYS,
     )
-
-
-def configured_evaluator_types(cfg, dataset_name: str) -> Optional[List[str]]:
-    """Evaluator types listed for `dataset_name` in TEST.EVALUATORS_BY_DATASET ([dataset, type, ...]
-    entries), or None when it is not listed (then its metadata evaluator_type applies)."""
-    for entry in cfg.TEST.EVALUATORS_BY_DATASET:
-        if len(entry) < 2 or not all(isinstance(item, str) and item for item in entry):
-            raise ValueError(f"TEST.EVALUATORS_BY_DATASET entry {list(entry)!r} must be [dataset_name, "
-                             "evaluator_type, ...] (non-empty strings)")
-        if entry[0] != dataset_name:
-            continue
-        unknown = [name for name in entry[1:] if name not in EVALUATOR_REGISTRY]
-        if unknown:
-            registered = sorted(name for name, _ in EVALUATOR_REGISTRY)
-            raise ValueError(f"TEST.EVALUATORS_BY_DATASET: unknown evaluator type(s) {unknown} for "
-                             f"{dataset_name!r}; registered: {registered}")
-        return list(entry[1:])
-    return None
-
-
-def build_configured_evaluator(cfg, dataset_name: str, output_folder: str) -> Optional[DatasetEvaluator]:
-    """The evaluators TEST.EVALUATORS_BY_DATASET lists for `dataset_name` (combined with DatasetEvaluators
-    when there are several), or None when it lists none for it; the hook `build_evaluator` calls first."""
-    types = configured_evaluator_types(cfg, dataset_name)
-    if types is None:
-        return None
-    evaluators = [EVALUATOR_REGISTRY.get(name)(cfg, dataset_name, output_folder) for name in types]
-    return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)

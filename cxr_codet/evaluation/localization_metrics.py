@@ -17,13 +17,12 @@ from collections import defaultdict
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from scipy import ndimage
+
+from ..modeling.postprocessing.heatmap_boxes import as_map, normalize_map
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
-    "BOX_SCORE_FUNCTIONS",
     "boxes_to_mask",
-    "normalize_map",
     "threshold_ious",
     "mean_threshold_iou",
     "cnr",
@@ -31,8 +30,6 @@ __all__ = [
     "pointing_game",
     "macro_average",
     "bootstrap_ci",
-    "mask_to_boxes",
-    "heatmap_to_boxes",
     "LocalizationAccumulator",
 ]
 
@@ -40,21 +37,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS: Tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
 
-# How a connected component's score is computed from the map values inside it.
-BOX_SCORE_FUNCTIONS: Dict[str, Callable[[np.ndarray], float]] = {
-    "mean": lambda values: float(np.mean(values)),
-    "max": lambda values: float(np.max(values)),
-}
-
-
-def _as_map(heatmap, name: str = "heatmap") -> np.ndarray:
-    """`heatmap` as a 2-D float64 numpy array (torch tensors detached and copied to the CPU)."""
-    if hasattr(heatmap, "detach"):
-        heatmap = heatmap.detach().cpu().numpy()
-    array = np.asarray(heatmap, dtype=np.float64)
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D map (H, W); got shape {array.shape}")
-    return array
 
 
 def _as_mask(mask, shape: Tuple[int, int], name: str) -> np.ndarray:
@@ -86,22 +68,6 @@ def boxes_to_mask(boxes, shape: Tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def normalize_map(heatmap) -> np.ndarray:
-    """Min-max normalise the finite entries of `heatmap` to [-1, 1] (as AFLoc does); NaN stays NaN.
-
-    A map whose finite entries are all equal carries no localisation: it becomes all zeros (so no mask
-    at a positive threshold). A map with no finite entry is returned as all NaN.
-    """
-    array = _as_map(heatmap)
-    valid = np.isfinite(array)
-    out = np.full(array.shape, np.nan)
-    if not valid.any():
-        return out
-    low, high = array[valid].min(), array[valid].max()
-    out[valid] = 0.0 if high == low else 2.0 * (array[valid] - low) / (high - low) - 1.0
-    return out
-
-
 def _valid_ground_truth(heatmap: np.ndarray, gt_mask) -> Tuple[np.ndarray, np.ndarray]:
     """Validity mask of the heat map and the ground truth restricted to valid pixels."""
     valid = np.isfinite(heatmap)
@@ -121,7 +87,7 @@ def threshold_ious(heatmap, gt_mask, thresholds: Sequence[float] = DEFAULT_THRES
     threshold t is `normalized > t`, and IoU = |pred & gt| / |pred | gt| over valid pixels only.
     Returns NaN for every threshold when the ground truth has no valid pixel.
     """
-    array = _as_map(heatmap)
+    array = as_map(heatmap)
     valid, gt = _valid_ground_truth(array, gt_mask)
     if not gt.any():
         return np.full(len(thresholds), np.nan)
@@ -144,7 +110,7 @@ def cnr(heatmap, gt_mask) -> float:
     contrast, e.g. a constant map); NaN when both variances are 0 but the means differ (a binary map,
     for which CNR is undefined).
     """
-    array = _as_map(heatmap)
+    array = as_map(heatmap)
     valid, inside = _valid_ground_truth(array, gt_mask)
     outside = valid & ~inside
     if not inside.any() or not outside.any():
@@ -180,7 +146,7 @@ def pointing_game(heatmap, gt_mask) -> float:
     The maximum is taken over valid (finite) pixels. With ties, every maximal pixel must lie inside the
     union, so a flat map never scores a hit. NaN when the ground truth has no valid pixel.
     """
-    array = _as_map(heatmap)
+    array = as_map(heatmap)
     valid, gt = _valid_ground_truth(array, gt_mask)
     if not gt.any():
         return math.nan
@@ -249,49 +215,6 @@ def bootstrap_ci(values, n_bootstrap: int = 1000, confidence: float = 0.95,
     return _macro_bootstrap(grouped, n_bootstrap, confidence, seed)[0]
 
 
-def mask_to_boxes(mask, heatmap=None, score: str = "mean",
-                  connectivity: int = 1) -> Tuple[np.ndarray, np.ndarray]:
-    """Boxes (K x 4 float32 xyxy) of the connected components of `mask` and a score per box.
-
-    Components come from `scipy.ndimage.label` (connectivity 1: 4-neighbours, 2: 8-neighbours); a box
-    spans its component's pixels edge to edge ([c_min, r_min, c_max + 1, r_max + 1]), so `boxes_to_mask`
-    gives back each component's bounding rectangle. The score is `score` ("mean" or "max", see
-    `BOX_SCORE_FUNCTIONS`) of `heatmap`'s finite values in the component (1.0 without a heat map).
-    Boxes come sorted by descending score.
-    """
-    if score not in BOX_SCORE_FUNCTIONS:
-        raise ValueError(f"unknown box score {score!r}; choose one of {sorted(BOX_SCORE_FUNCTIONS)}")
-    mask_array = np.asarray(mask.detach().cpu().numpy() if hasattr(mask, "detach") else mask).astype(bool)
-    if mask_array.ndim != 2:
-        raise ValueError(f"mask must be a 2-D mask (H, W); got shape {mask_array.shape}")
-    values = None if heatmap is None else _as_map(heatmap)
-    if values is not None and values.shape != mask_array.shape:
-        raise ValueError(f"heatmap has shape {values.shape}, expected the mask's shape {mask_array.shape}")
-    labels, count = ndimage.label(mask_array, structure=ndimage.generate_binary_structure(2, connectivity))
-    boxes, scores = [], []
-    for label, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
-        boxes.append([cols.start, rows.start, cols.stop, rows.stop])
-        inside = values[labels == label] if values is not None else np.ones(1)
-        inside = inside[np.isfinite(inside)]
-        scores.append(BOX_SCORE_FUNCTIONS[score](inside) if len(inside) else math.nan)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    return (np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[order],
-            np.asarray(scores, dtype=np.float32)[order])
-
-
-def heatmap_to_boxes(heatmap, threshold: float = 0.3, score: str = "mean",
-                     connectivity: int = 1) -> Tuple[np.ndarray, np.ndarray]:
-    """Boxes and scores from a heat map, so map-based heads can be scored with the COCO evaluator.
-
-    The map is normalised to [-1, 1] (`normalize_map`), thresholded at `normalized > threshold`, and
-    each connected component becomes a box scored with `score` of the *raw* map inside it (see
-    `mask_to_boxes`).
-    """
-    array = _as_map(heatmap)
-    mask = np.nan_to_num(normalize_map(array), nan=-np.inf) > threshold
-    return mask_to_boxes(mask, array, score=score, connectivity=connectivity)
-
-
 class LocalizationAccumulator:
     """Collects per-sample localization metrics keyed by finding and summarises them with bootstrap CIs.
 
@@ -346,7 +269,7 @@ class LocalizationAccumulator:
         """
         if (boxes is None) == (gt_mask is None):
             raise ValueError("give exactly one of `boxes` and `gt_mask`")
-        array = _as_map(heatmap)
+        array = as_map(heatmap)
         if gt_mask is None:
             gt = boxes_to_mask(boxes, array.shape)
         else:

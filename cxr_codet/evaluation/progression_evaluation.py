@@ -18,12 +18,11 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils import comm
 from tabulate import tabulate
 
 from ..data.datasets.imagenome import PROGRESSION_LABELS
-from .coco_evaluation import EVALUATOR_REGISTRY
+from .base import CXRDatasetEvaluator
+from .build import EVALUATOR_REGISTRY
 
 logger = logging.getLogger(__name__)
 
@@ -79,13 +78,11 @@ def progression_metrics(regions: Sequence[str], y_true: Sequence[int], y_pred: S
     return results
 
 
-class ProgressionEvaluator(DatasetEvaluator):
+class ProgressionEvaluator(CXRDatasetEvaluator):
     """Per-region accuracy and macro-F1 of progression predictions (see the module docstring)."""
 
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None, *, distributed: bool = True):
-        self._dataset_name = dataset_name
-        self._output_dir = output_dir
-        self._distributed = distributed
+        super().__init__(dataset_name, output_dir, distributed=distributed)
         self.reset()
 
     def reset(self):
@@ -110,16 +107,9 @@ class ProgressionEvaluator(DatasetEvaluator):
                 predicted = PROGRESSION_LABELS.index(prediction["labels"][int(np.argmax(row))])
                 self._samples.append((image_id, region["name"], int(region["label"]), predicted, row.tolist()))
 
-    def _all_samples(self) -> Optional[List[tuple]]:
-        if not self._distributed or comm.get_world_size() == 1:
-            return self._samples
-        comm.synchronize()
-        gathered = comm.gather(self._samples, dst=0)
-        return [sample for samples in gathered for sample in samples] if comm.is_main_process() else None
-
     def evaluate(self):
         """{"progression": metrics}; {} on non-main processes or without samples."""
-        samples = self._all_samples()
+        samples = self._gathered(self._samples)
         if samples is None:
             return {}
         if not samples:

@@ -1,7 +1,6 @@
 """Image-level heads: the image-report contrastive classifier with Grad-CAM and progression detection on image
-pairs (both registered in detectron2's META_ARCH_REGISTRY), with the ViT backbone, the Grad-CAM module, the
-Poincare-ball operations and the image-pair input pipeline they use."""
-from ...evaluation import classification_evaluation, progression_evaluation  # noqa: F401  (register the evaluators)
+pairs (both registered in detectron2's META_ARCH_REGISTRY), with the Grad-CAM module and the Poincare-ball
+operations they use."""
 from .contrastive_classifier import ABNORMAL, ContrastiveClassifier
 from .gradcam import GradCAM, activation_grid, find_module
 from .hyperbolic import (
@@ -14,9 +13,7 @@ from .hyperbolic import (
     mobius_add,
     poincare_distance,
 )
-from .pair_data import ImagePairMapper, pair_training_loader
 from .progression import ProgressionDetector
-from .vit_backbone import ViTBackbone, build_vit_backbone, load_vit_weights
 
 __all__ = [
     "ABNORMAL",
@@ -24,18 +21,13 @@ __all__ = [
     "EuclideanSpace",
     "GEOMETRIES",
     "GradCAM",
-    "ImagePairMapper",
     "PoincareBall",
     "ProgressionDetector",
-    "ViTBackbone",
     "activation_grid",
     "build_geometry",
-    "build_vit_backbone",
     "expmap0",
     "find_module",
-    "load_vit_weights",
     "logmap0",
     "mobius_add",
-    "pair_training_loader",
     "poincare_distance",
 ]

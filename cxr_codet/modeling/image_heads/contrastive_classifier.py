@@ -31,8 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...data.descriptions import check_granularity_list, compose_report
-from ..side_heads.afloc import positives_by_key
-from ..side_heads.base import image_labels, image_text_config
+from ..image_text import image_labels, image_text_config, positives_by_key
 from ..side_heads.localization_maps import MapSettings, grid_to_heatmaps, normalized_heatmaps
 from ..side_heads.localized_matching import symmetric_contrastive_loss
 from ..side_heads.text_features import FrozenTextFeatures

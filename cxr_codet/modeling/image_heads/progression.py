@@ -30,11 +30,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...data.datasets.imagenome import PROGRESSION_LABELS
+from ...data.image_pairs import ImagePairMapper
 from ..side_heads.localized_matching import symmetric_contrastive_loss
 from ..side_heads.text_features import FrozenTextFeatures
 from ..text import build_text_encoder
 from .hyperbolic import build_geometry, pairwise_distances
-from .pair_data import ImagePairMapper
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ProgressionDetector(nn.Module):
             backbone: a detectron2 backbone; its output `in_feature` is ROI-aligned per region.
             text_features: the frozen text encoder (region descriptions), kept out of the module tree.
             pixel_mean, pixel_std: input normalisation, per channel.
-            test_mapper: maps inputs that arrive without "prior_image" at inference (see pair_data.py).
+            test_mapper: maps inputs that arrive without "prior_image" at inference (see cxr_codet/data/image_pairs.py).
             pooler_resolution: side of the ROI-aligned grid per region.
             hidden_dim, embed_dim: widths of the region and classifier MLPs and of the embedding.
             geometry, curvature, clip_radius: see hyperbolic.py.

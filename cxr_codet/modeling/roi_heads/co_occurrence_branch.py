@@ -9,7 +9,7 @@ from typing import List, Optional
 import torch
 from detectron2.structures import Boxes, Instances
 
-from ..similarity_head import CoOccurrenceHead
+from .similarity_head import CoOccurrenceHead
 
 
 def build_co_occurrence_head(cfg) -> Optional[CoOccurrenceHead]:

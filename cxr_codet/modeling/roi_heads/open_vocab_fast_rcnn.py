@@ -11,7 +11,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from torch import nn
 
-from ..classifier import OpenVocabularyClassifier, normalized_class_embeddings
+from .classifier import OpenVocabularyClassifier, normalized_class_embeddings
 from ..vocabulary import training_class_embeddings
 
 

@@ -1,6 +1,5 @@
 """Box-free side heads that localize findings from text: AFLoc and phrase grounding (registered in
 detectron2's META_ARCH_REGISTRY), with the shared prompt, text-feature and heat-map code."""
-from ...evaluation import localization_evaluation  # noqa: F401  (registers the "localization" evaluator)
 from .afloc import AFLoc
 from .base import PromptLocalizer
 from .grounding import PhraseGrounding

@@ -23,7 +23,8 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
 from ...data.descriptions import check_granularity_list, compose_report
-from .base import PromptLocalizer, image_labels
+from ..image_text import image_labels, positives_by_key
+from .base import PromptLocalizer
 from .localized_matching import (
     AGGREGATIONS,
     ATTENTION_SIMILARITIES,
@@ -40,11 +41,6 @@ PROJECTION_NORMS = {
     "": (lambda dim: nn.Identity(), lambda dim: nn.Identity()),
     "BN": (nn.BatchNorm2d, nn.BatchNorm1d),
 }
-
-
-def positives_by_key(keys: Sequence) -> torch.Tensor:
-    """[B, B] bool: True where two images have the same report key (same composed findings or report)."""
-    return torch.tensor([[a == b for b in keys] for a in keys], dtype=torch.bool)
 
 
 @META_ARCH_REGISTRY.register()

@@ -13,12 +13,10 @@ import random
 from typing import Dict, List, Sequence, Tuple
 
 import torch
-from detectron2.modeling import build_backbone
 from detectron2.structures import ImageList
 from torch import nn
 
-from ..text import build_text_encoder
-from ..vocabulary import training_class_names
+from ..image_text import image_text_config
 from .localization_maps import (
     MapSettings,
     bias_merged_grid_maps,
@@ -28,33 +26,6 @@ from .localization_maps import (
 )
 from .prompts import finding_prompts
 from .text_features import FrozenTextFeatures
-
-
-def image_labels(record: dict, num_classes: int) -> List[int]:
-    """Sorted finding ids of one input: its "image_labels", else the classes of its "instances"."""
-    if "image_labels" in record:
-        labels = sorted({int(label) for label in record["image_labels"]})
-    elif "instances" in record:
-        labels = sorted({int(label) for label in record["instances"].gt_classes.tolist()})
-    else:
-        raise ValueError(f"input {record.get('file_name', '?')!r} has neither 'image_labels' nor 'instances': "
-                         "the side heads need the image's findings to train")
-    bad = [label for label in labels if not 0 <= label < num_classes]
-    if bad:
-        raise ValueError(f"input {record.get('file_name', '?')!r} has finding ids {bad} outside 0..{num_classes - 1}")
-    return labels
-
-
-def image_text_config(cfg) -> Dict:
-    """Constructor arguments every image-text model here shares: backbone, frozen text features, training
-    findings and input normalisation."""
-    return {
-        "backbone": build_backbone(cfg),
-        "text_features": FrozenTextFeatures(build_text_encoder(cfg)),
-        "class_names": training_class_names(cfg),
-        "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-        "pixel_std": cfg.MODEL.PIXEL_STD,
-    }
 
 
 class PromptLocalizer(nn.Module):

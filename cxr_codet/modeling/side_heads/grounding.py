@@ -22,7 +22,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...data.descriptions import check_granularity_list
-from .base import PromptLocalizer, image_labels
+from ..image_text import image_labels
+from .base import PromptLocalizer
 
 
 def box_coverage(boxes: torch.Tensor, padded_size: Tuple[int, int], grid_size: Tuple[int, int]) -> torch.Tensor:

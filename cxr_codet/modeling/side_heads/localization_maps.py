@@ -15,8 +15,7 @@ from detectron2.structures import Boxes, Instances
 from scipy import ndimage
 from torch.nn import functional as F
 
-from ...evaluation.localization_metrics import BOX_SCORE_FUNCTIONS, heatmap_to_boxes, normalize_map
-from ..postprocessing import MERGE_MODES, bimodal_bias_merging
+from ..postprocessing import BOX_SCORE_FUNCTIONS, MERGE_MODES, bimodal_bias_merging, heatmap_to_boxes, normalize_map
 
 
 @dataclass(frozen=True)

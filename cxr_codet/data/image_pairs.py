@@ -19,8 +19,8 @@ from detectron2.data import build_detection_train_loader
 from detectron2.data import transforms as T
 from detectron2.data.samplers import TrainingSampler
 
-from ...data.build import register_train_loader
-from ...data.mapper import read_gray_image
+from .build import register_train_loader
+from .mapper import read_gray_image
 
 FLIP_TRANSFORMS = {
     "horizontal": lambda image: T.HFlipTransform(image.shape[1]),

@@ -1,0 +1,93 @@
+"""Imports flow one way: data -> modeling -> evaluation -> engine -> demo -> tools; config.py and compat.py sit
+under all of them. A module may import from its own layer and the layers before it, never from a later one."""
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "cxr_codet"
+LAYERS = ("config", "compat", "data", "modeling", "evaluation", "engine", "demo", "tools")
+BASE = ("config", "compat")  # under all layers, and on one level: neither imports the other
+
+
+def layer_of(module: str):
+    """The layer of a dotted module name inside cxr_codet ("cxr_codet.data.build" -> "data"); None outside
+    the layers (third-party modules, the package root)."""
+    parts = module.split(".")
+    if parts[0] != "cxr_codet" or len(parts) < 2:
+        return None
+    return parts[1] if parts[1] in LAYERS else None
+
+
+def imported_modules(source: str, module: str, is_package: bool):
+    """(line, dotted name) of every module that `source` (the text of `module`) imports, relative imports
+    resolved; `is_package`: the source is a package's __init__.py."""
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            if layer_of(target) is not None:
+                yield node.lineno, target
+            else:  # `from .. import data`, `from cxr_codet import engine`: the names are the modules
+                yield from ((node.lineno, f"{target}.{alias.name}") for alias in node.names)
+
+
+def backward_imports(path: Path, module: str, layer: str, source: str = None):
+    """'file:line imports X (L layer)' for each import of `path` (or of `source` as if it were that file) from
+    a layer after `layer`."""
+    rank = LAYERS.index(layer)
+    source = path.read_text() if source is None else source
+    found = []
+    for line, name in imported_modules(source, module, path.name == "__init__.py"):
+        target = layer_of(name)
+        if target is None or target == layer:
+            continue
+        later = LAYERS.index(target) > rank or (layer in BASE and target in BASE)
+        if later:
+            found.append(f"{path.relative_to(REPO)}:{line} imports {name} ({target} layer)")
+    return found
+
+
+def sources():
+    """(path, dotted module, layer) of every module in cxr_codet's layers and tools/."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        layer = layer_of(module)
+        if layer is not None:
+            yield path, module, layer
+    for path in sorted((REPO / "tools").glob("*.py")):
+        yield path, f"tools.{path.stem}", "tools"
+
+
+def test_every_module_imports_only_from_its_own_and_earlier_layers():
+    found = [problem for path, module, layer in sources() for problem in backward_imports(path, module, layer)]
+    assert not found, "imports that run backwards:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("module, source, message", [
+    ("cxr_codet.data.datasets.probe", "from ...modeling.text import build_text_encoder\n",
+     "cxr_codet/data/datasets/probe.py:2 imports cxr_codet.modeling.text (modeling layer)"),
+    ("cxr_codet.modeling.side_heads.probe", "from cxr_codet.evaluation import x\n",
+     "cxr_codet/modeling/side_heads/probe.py:2 imports cxr_codet.evaluation (evaluation layer)"),
+    ("cxr_codet.modeling.probe", "from .. import engine\n",
+     "cxr_codet/modeling/probe.py:2 imports cxr_codet.engine (engine layer)"),
+    ("cxr_codet.config", "from .compat import apply\n", "cxr_codet/config.py:2 imports cxr_codet.compat (compat layer)"),
+    ("cxr_codet.engine.probe", "import cxr_codet.demo.cli\n",
+     "cxr_codet/engine/probe.py:2 imports cxr_codet.demo.cli (demo layer)"),
+])
+def test_a_backward_import_is_found_with_its_file_and_line(module, source, message):
+    path = REPO.joinpath(*module.split(".")).with_suffix(".py")
+    assert backward_imports(path, module, layer_of(module), "import os\n" + source) == [message]
+
+
+def test_imports_from_the_own_and_earlier_layers_pass():
+    source = ("import torch\nfrom detectron2.data import DatasetCatalog\nfrom ...data.build import x\n"
+              "from ..text import build_text_encoder\nfrom cxr_codet.config import add_cxr_codet_config\n"
+              "from ... import compat\n")
+    module = "cxr_codet.modeling.side_heads.probe"
+    assert backward_imports(REPO / "cxr_codet/modeling/side_heads/probe.py", module, "modeling", source) == []
