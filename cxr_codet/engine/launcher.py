@@ -8,6 +8,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_cxr_codet_config
+from ..modeling.checkpoint_init import check_input_normalization
 from .checkpoint import AtomicDetectionCheckpointer
 from .trainer import CXRTrainer
 
@@ -36,8 +37,10 @@ def build_cfg(config_file, opts=(), cpu=False):
 
 
 def setup_cfg(args):
-    """`build_cfg` from the command line, then detectron2's run setup (output folder, logs, config dump)."""
+    """`build_cfg` from the command line (normalisation checked against the weights it loads), then
+    detectron2's run setup (output folder, logs, config dump)."""
     cfg = build_cfg(args.config_file, args.opts)
+    check_input_normalization(cfg)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cxr_codet")
     return cfg
