@@ -32,6 +32,8 @@ RENAME_RULES: List[Tuple[re.Pattern, Optional[str], str]] = [
      r"roi_heads.box_predictor.cls_score.proj.\1", "Detic/CoDet region-to-text projection"),
     (re.compile(r"^roi_heads\.box_predictor\.cls_score\.(zs_weight|detection_weight|class_embeddings)$"), None,
      "source detector's vocabulary (class embeddings come from our text encoder)"),
+    (re.compile(r"^roi_heads\.box_predictor\.freq_weight$"), None,
+     "Detic's class frequencies of its own vocabulary (federated loss / ignored zero-shot classes)"),
     (re.compile(r"^roi_heads\.box_predictor\.cls_score\.(weight|bias)$"), None,
      "closed-vocabulary classifier (replaced by the text-embedding classifier)"),
     (re.compile(r"^roi_heads\.box_predictor\.(fc1|fc2)\.(weight|bias)$"),
