@@ -138,6 +138,17 @@ def test_sigmoid_cross_entropy_option(tmp_path):
                           torch.ones(3))
 
 
+def test_objectness_multiplied_scores_rank_saturated_class_scores(tmp_path):
+    predictor = tiny_model(tmp_path, extra=["MODEL.ROI_BOX_HEAD.MULT_PROPOSAL_SCORE", True]).roi_heads.box_predictor
+    logits = torch.tensor([[45.0, -20.0, 0.0], [48.0, -20.0, 0.0]])  # softmax: both exactly 1.0 in float32
+    proposals = Instances((8, 8), objectness_logits=torch.tensor([-1.0, 2.0]))
+    plain = torch.softmax(logits, dim=-1)
+    assert plain[0, 0] == plain[1, 0] == 1.0
+    probs = predictor.predict_probs((logits, None), [proposals])[0]
+    assert torch.allclose(probs, (plain * torch.tensor([[-1.0], [2.0]]).sigmoid()).sqrt())
+    assert probs[1, 0] > probs[0, 0]
+
+
 def test_group_of_four_uses_three_supports(tmp_path):
     model = tiny_model(tmp_path, group_size=4)
     assert model.roi_heads.co_occurrence.sim_mlp.fc1.in_features == 3 * 8

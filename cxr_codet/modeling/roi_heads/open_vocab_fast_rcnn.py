@@ -52,6 +52,7 @@ class OpenVocabularyOutputLayers(FastRCNNOutputLayers):
         norm_temperature: float = 50.0,
         mlp_bbox_pred: bool = False,
         use_sigmoid_ce: bool = False,
+        mult_proposal_score: bool = False,
         **kwargs,
     ):
         """
@@ -60,6 +61,7 @@ class OpenVocabularyOutputLayers(FastRCNNOutputLayers):
             norm_temperature: scale of the cosine logits (CoDet: 50).
             mlp_bbox_pred: two-layer box regression as Detic/CoDet instead of one Linear.
             use_sigmoid_ce: per-finding sigmoid cross-entropy (and sigmoid scores) instead of softmax.
+            mult_proposal_score: score = sqrt(class probability x RPN objectness probability) at inference.
             kwargs: as `FastRCNNOutputLayers`.
         """
         super().__init__(input_shape, **kwargs)
@@ -73,6 +75,7 @@ class OpenVocabularyOutputLayers(FastRCNNOutputLayers):
         if mlp_bbox_pred:
             self.bbox_pred = _mlp_box_regressor(input_size, self.bbox_pred.out_features)
         self.use_sigmoid_ce = bool(use_sigmoid_ce)
+        self.mult_proposal_score = bool(mult_proposal_score)
 
     @classmethod
     def from_config(cls, cfg, input_shape, class_embeddings=None):
@@ -83,6 +86,7 @@ class OpenVocabularyOutputLayers(FastRCNNOutputLayers):
         ret["norm_temperature"] = cfg.MODEL.ROI_BOX_HEAD.NORM_TEMP
         ret["mlp_bbox_pred"] = cfg.MODEL.ROI_BOX_HEAD.MLP_BBOX_PRED
         ret["use_sigmoid_ce"] = cfg.MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE
+        ret["mult_proposal_score"] = cfg.MODEL.ROI_BOX_HEAD.MULT_PROPOSAL_SCORE
         return ret
 
     def losses(self, predictions, proposals):
@@ -97,10 +101,17 @@ class OpenVocabularyOutputLayers(FastRCNNOutputLayers):
 
     def predict_probs(self, predictions, proposals):
         """Per-proposal class scores [R_i, C + 1]: softmax, or sigmoid of each logit with USE_SIGMOID_CE
-        (the background column, sigmoid(0), is ignored by detectron2's inference like softmax's)."""
-        if not self.use_sigmoid_ce:
-            return super().predict_probs(predictions, proposals)
-        return predictions[0].sigmoid().split([len(p) for p in proposals], dim=0)
+        (the background column, sigmoid(0), is ignored by detectron2's inference like softmax's); with
+        MULT_PROPOSAL_SCORE the geometric mean with the proposal's objectness probability."""
+        if self.use_sigmoid_ce:
+            probs = predictions[0].sigmoid().split([len(p) for p in proposals], dim=0)
+        else:
+            probs = super().predict_probs(predictions, proposals)
+        if not self.mult_proposal_score:
+            return probs
+        return tuple(
+            (prob * p.objectness_logits.sigmoid()[:, None]).sqrt() for prob, p in zip(probs, proposals)
+        )
 
     @property
     def class_agnostic_box_regression(self) -> bool:
