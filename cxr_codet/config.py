@@ -88,7 +88,7 @@ def _add_cxr_codet_model_config(cfg):
     # with sigmoid scores (CoDet's OV-COCO setting, under which its released checkpoints were trained).
     box_head.USE_SIGMOID_CE = False
     # Inference score = sqrt(class probability x RPN objectness probability) (Detic/CoDet's MULT_PROPOSAL_SCORE):
-    # breaks the ties of cosine scores that saturate at 1.0 with NORM_TEMP 50, so better boxes rank first.
+    # detections whose cosine class scores saturate at 1.0 (NORM_TEMP 50) are then ranked by objectness.
     box_head.MULT_PROPOSAL_SCORE = False
     # Box regression as Detic/CoDet's two-layer MLP (their checkpoints load into it) instead of one Linear.
     box_head.MLP_BBOX_PRED = False
