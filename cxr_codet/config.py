@@ -112,6 +112,12 @@ def _add_cxr_codet_model_config(cfg):
     box_head = cfg.MODEL.ROI_BOX_HEAD
     # Temperature multiplying the cosine region-text logits of the open-vocabulary classifier (CoDet: 50).
     box_head.NORM_TEMP = 50.0
+    # Box classification loss: False = softmax CE with the zero background logit; True = per-finding sigmoid CE
+    # with sigmoid scores (CoDet's OV-COCO setting, under which its released checkpoints were trained).
+    box_head.USE_SIGMOID_CE = False
+    # Inference score = sqrt(class probability x RPN objectness probability) (Detic/CoDet's MULT_PROPOSAL_SCORE):
+    # detections whose cosine class scores saturate at 1.0 (NORM_TEMP 50) are then ranked by objectness.
+    box_head.MULT_PROPOSAL_SCORE = False
     # Box regression as Detic/CoDet's two-layer MLP (their checkpoints load into it) instead of one Linear.
     box_head.MLP_BBOX_PRED = False
     # Train the co-occurrence branch (similarity in concept groups + MLP); False: box losses only.
@@ -120,6 +126,8 @@ def _add_cxr_codet_model_config(cfg):
     box_head.USE_TEXT_GUIDANCE = True
     # N: top proposals per image (by objectness) compared across a concept group; fewer are zero-padded.
     box_head.WS_NUM_PROPS = 32
+    # Leave the query image's other findings (its image labels) out of the co-occurrence BCE; False: CoDet's one-hot.
+    box_head.MASK_OTHER_FINDINGS = True
     # Weight of the co-occurrence (prototype BCE) loss, reported as "loss_cooccurrence".
     box_head.IMAGE_LOSS_WEIGHT = 0.1
     # Before each test dataset, classify with its own thing_classes (test-time vocabulary).

@@ -23,8 +23,24 @@ def _source_state(tmp_path, c4=True, seed=1):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def _detic_layout(state, num_classes=14):
-    """Rename our keys to Detic's: cls_score.linear, a D x (C+1) zs_weight, no co-occurrence MLP."""
+# Key names of Detic's and CoDet's released OV-COCO checkpoints, from their model definitions: the box
+# predictor (Detic detic_fast_rcnn.py / CoDet codet_fast_rcnn.py) holds `cls_score` (zero_shot_classifier.py:
+# `linear`, buffer `zs_weight` D x (C + 1), CoDet also `detection_weight`), `bbox_pred` (Linear, ReLU, Linear),
+# Detic a `freq_weight` buffer (IGNORE_ZERO_CATS in Base_OVCOCO_C4_1x.yaml), CoDet `fc1`/`fc2` and their
+# alias `weight_transform` (Sequential fc1, ReLU, fc2, Flatten, Softmax); CustomRCNN with WITH_CAPTION keeps
+# the frozen CLIP text encoder (text/text_encoder.py, CLIPTEXT) under `text_encoder.`.
+COCO_CLASSES = 80
+CLIP_TEXT_KEYS = [
+    "text_encoder.positional_embedding", "text_encoder.text_projection", "text_encoder.token_embedding.weight",
+    "text_encoder.ln_final.weight", "text_encoder.ln_final.bias",
+    "text_encoder.transformer.resblocks.0.attn.in_proj_weight", "text_encoder.transformer.resblocks.0.attn.in_proj_bias",
+    "text_encoder.transformer.resblocks.0.attn.out_proj.weight", "text_encoder.transformer.resblocks.0.mlp.c_fc.weight",
+    "text_encoder.transformer.resblocks.0.mlp.c_proj.weight", "text_encoder.transformer.resblocks.0.ln_1.weight",
+]
+
+
+def _detic_layout(state, num_classes=COCO_CLASSES):
+    """Our keys renamed to Detic's OV-COCO checkpoint: cls_score.linear, zs_weight, freq_weight, CLIP text encoder."""
     out = {}
     for key, value in state.items():
         if key.startswith(MLP) or key == VOCABULARY:
@@ -32,13 +48,18 @@ def _detic_layout(state, num_classes=14):
         out[key.replace(".cls_score.proj.", ".cls_score.linear.")] = value
     dim = state[f"{PROJ}.weight"].shape[0]
     out["roi_heads.box_predictor.cls_score.zs_weight"] = torch.randn(dim, num_classes + 1)
+    out["roi_heads.box_predictor.freq_weight"] = torch.rand(num_classes)
+    out.update({key: torch.randn(4, 4) for key in CLIP_TEXT_KEYS})
     return out
 
 
-def _codet_layout(state):
-    """Detic's layout plus CoDet's MLP (fc1/fc2 in the box predictor, aliased by weight_transform)."""
-    out = _detic_layout(state)
-    out["roi_heads.box_predictor.detection_weight"] = torch.randn(16, 15)
+def _codet_layout(state, num_classes=COCO_CLASSES):
+    """CoDet's OV-COCO checkpoint: Detic's keys without freq_weight, plus cls_score.detection_weight and the
+    similarity MLP as box_predictor.fc1/fc2, aliased by box_predictor.weight_transform.0/.2."""
+    out = _detic_layout(state, num_classes)
+    del out["roi_heads.box_predictor.freq_weight"]
+    out["roi_heads.box_predictor.cls_score.detection_weight"] = torch.randn_like(
+        out["roi_heads.box_predictor.cls_score.zs_weight"])
     for index, layer in ((0, "fc1"), (2, "fc2")):
         for kind in ("weight", "bias"):
             value = state[f"{MLP}.{layer}.{kind}"]
@@ -58,6 +79,8 @@ def test_detic_checkpoint_maps_projection_and_drops_its_vocabulary(tmp_path):
     assert report["renamed"]["roi_heads.box_predictor.cls_score.linear.weight"] == f"{PROJ}.weight"
     assert f"{PROJ}.weight" in report["matched"] and "roi_heads.res5.0.conv1.weight" in report["matched"]
     assert "source detector's vocabulary" in report["dropped"]["roi_heads.box_predictor.cls_score.zs_weight"]
+    assert "class frequencies" in report["dropped"]["roi_heads.box_predictor.freq_weight"]
+    assert all("CLIP text encoder" in report["dropped"][key] for key in CLIP_TEXT_KEYS)
     mlp_keys = {f"{MLP}.{layer}.{kind}" for layer in ("fc1", "fc2") for kind in ("weight", "bias")}
     assert set(report["missing"]) == mlp_keys | {VOCABULARY}
     assert report["unexpected"] == [] and report["shape_mismatched"] == {}
@@ -79,8 +102,11 @@ def test_codet_checkpoint_loads_the_mlp_unless_it_is_reinitialised(tmp_path):
     assert report.layout == "codet"
     assert report.renamed["roi_heads.box_predictor.fc1.weight"] == f"{MLP}.fc1.weight"
     assert "alias" in report.dropped["roi_heads.box_predictor.weight_transform.0.weight"]
+    assert "vocabulary" in report.dropped["roi_heads.box_predictor.cls_score.detection_weight"]
     assert torch.equal(model.roi_heads.co_occurrence.sim_mlp.fc2.bias, source[f"{MLP}.fc2.bias"])
     assert report.missing == [VOCABULARY]
+    assert report.unexpected == [] and report.shape_mismatched == {}
+    assert len(report.matched) == len(source) - 1  # every tensor of ours but the vocabulary
 
     reset = tiny_model(tmp_path, c4=True)
     report = load_detector_checkpoint(reset, str(path), reinit_modules=["roi_heads.co_occurrence"])

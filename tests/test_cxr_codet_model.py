@@ -6,6 +6,7 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from detectron2.structures import Instances
 from detectron2.utils.events import EventStorage
 from tiny_cxr_codet import (
     CONFIGS,
@@ -19,8 +20,11 @@ from tiny_cxr_codet import (
 from cxr_codet import add_cxr_codet_config
 from cxr_codet.data.classes import VINDR_CXR_CLASSES
 from cxr_codet.engine.optimizer import build_optimizer
+from cxr_codet.modeling.checkpoint_init import check_input_normalization, expected_input_normalization
 from cxr_codet.modeling.roi_heads.classifier import OpenVocabularyClassifier
 from cxr_codet.modeling.meta_arch import concept_groups_from_batch
+from cxr_codet.modeling.roi_heads.open_vocab_fast_rcnn import sigmoid_classification_loss
+from cxr_codet.modeling.roi_heads.similarity_head import CoOccurrenceHead, group_similarity, text_guidance_weights
 from cxr_codet.modeling.text import build_class_embeddings
 
 LOSS_KEYS = {"loss_cls", "loss_box_reg", "loss_cooccurrence", "loss_rpn_cls", "loss_rpn_loc"}
@@ -59,6 +63,92 @@ def test_training_forward_gives_finite_losses_and_gradients(tmp_path, c4):
     assert not any("class_embeddings" in name for name in names)  # fixed text embeddings are a buffer
 
 
+def test_co_occurrence_loss_trains_backbone_box_head_and_supports_but_not_proposal_boxes(tmp_path):
+    model = tiny_model(tmp_path)
+    losses = _train_losses(model, hand_made_batch(group_size=2, num_groups=2))
+    losses["loss_cooccurrence"].backward()  # this loss alone
+
+    def grad_norm(module):
+        return sum(p.grad.abs().sum().item() for p in module.parameters() if p.grad is not None)
+
+    assert grad_norm(model.backbone.bottom_up.res3) > 0 and grad_norm(model.backbone.fpn_output2) > 0
+    assert grad_norm(model.roi_heads.box_head) > 0
+    assert grad_norm(model.roi_heads.box_predictor.cls_score.proj) > 0
+    rpn = model.proposal_generator.rpn_head
+    assert grad_norm(rpn.anchor_deltas) == 0 and grad_norm(rpn.objectness_logits) == 0  # boxes detached
+    assert grad_norm(model.roi_heads.box_predictor.bbox_pred) == 0  # no box regression in this loss
+
+
+def test_co_occurrence_query_loss_reaches_its_support_images_features():
+    torch.manual_seed(0)
+    classifier = OpenVocabularyClassifier(6, torch.randn(4, 6))
+    head = CoOccurrenceHead(num_proposals=3, group_size=3)
+    features = torch.randn(1, 3, 3, 6, requires_grad=True)
+    valid = torch.ones(1, 3, 3, dtype=torch.bool)
+    per_query = head.per_query_losses(features, valid, torch.tensor([2]), classifier)
+    per_query[0, 0].backward()  # image 0 as the query; images 1 and 2 are only its supports
+    assert all(features.grad[0, g].abs().sum() > 0 for g in range(3))
+
+
+def test_co_occurrence_target_masks_the_query_images_other_findings(tmp_path):
+    batch = hand_made_batch(group_size=2, num_groups=2)  # member 1 of group g also shows finding g + 5
+    groups = concept_groups_from_batch(batch, 2)
+    mask = groups.other_findings_mask(14)
+    assert mask.nonzero().tolist() == [[0, 1, 5], [1, 1, 6]]
+
+    torch.manual_seed(0)
+    classifier = OpenVocabularyClassifier(6, torch.randn(14, 6))
+    features, valid = torch.randn(2, 2, 3, 6), torch.ones(2, 2, 3, dtype=torch.bool)
+    concepts = groups.concept_ids
+    one_hot = CoOccurrenceHead(num_proposals=3, group_size=2, mask_other_findings=False)
+    masked = CoOccurrenceHead(num_proposals=3, group_size=2)
+    masked.load_state_dict(one_hot.state_dict())
+    plain = one_hot.per_query_losses(features, valid, concepts, classifier, mask)
+    kept = masked.per_query_losses(features, valid, concepts, classifier, mask)
+    weights = masked.proposal_weights(group_similarity(features, text_guidance_weights(
+        classifier.class_embeddings, concepts)), valid)
+    logits = classifier.score(torch.einsum("bgn,bgnd->bgd", weights, features), classifier.class_embeddings)
+    left_out = torch.nn.functional.softplus(logits[..., :-1])  # BCE of a 0 target
+    assert torch.allclose(plain - kept, (left_out * mask).sum(-1), atol=1e-5)
+    assert torch.equal(plain[:, 0], kept[:, 0])  # images with no other finding: unchanged
+    model = tiny_model(tmp_path)
+    assert model.roi_heads.co_occurrence.mask_other_findings  # the default
+
+
+def test_sigmoid_cross_entropy_option(tmp_path):
+    model = tiny_model(tmp_path, c4=True, extra=["MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE", True,
+                                                  "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0])
+    predictor = model.roi_heads.box_predictor
+    logits = torch.tensor([[2.0, -1.0, 0.0], [0.5, 3.0, 0.0], [-2.0, -4.0, 0.0]])
+    gt = torch.tensor([0, 1, 2])  # 2 = background: both findings' targets 0
+    expected = sum(torch.nn.functional.binary_cross_entropy_with_logits(logits[i, :2], t, reduction="sum")
+                   for i, t in enumerate(torch.eye(3)[gt, :2])) / 3
+    assert sigmoid_classification_loss(logits, gt).item() == pytest.approx(expected.item(), rel=1e-6)
+    probs = predictor.predict_probs((logits, None), [Instances((8, 8), x=torch.zeros(3))])[0]
+    assert torch.allclose(probs, logits.sigmoid())
+    losses = _train_losses(model, hand_made_batch())
+    assert set(losses) == LOSS_KEYS and all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        instances = model(inference_inputs())[0]["instances"]
+    assert len(instances) > 0
+    softmax = tiny_model(tmp_path, c4=True).roi_heads.box_predictor
+    assert not softmax.use_sigmoid_ce
+    assert torch.allclose(softmax.predict_probs((logits, None), [Instances((8, 8), x=torch.zeros(3))])[0].sum(1),
+                          torch.ones(3))
+
+
+def test_objectness_multiplied_scores_rank_saturated_class_scores(tmp_path):
+    predictor = tiny_model(tmp_path, extra=["MODEL.ROI_BOX_HEAD.MULT_PROPOSAL_SCORE", True]).roi_heads.box_predictor
+    logits = torch.tensor([[45.0, -20.0, 0.0], [48.0, -20.0, 0.0]])  # softmax: both exactly 1.0 in float32
+    proposals = Instances((8, 8), objectness_logits=torch.tensor([-1.0, 2.0]))
+    plain = torch.softmax(logits, dim=-1)
+    assert plain[0, 0] == plain[1, 0] == 1.0
+    probs = predictor.predict_probs((logits, None), [proposals])[0]
+    assert torch.allclose(probs, (plain * torch.tensor([[-1.0], [2.0]]).sigmoid()).sqrt())
+    assert probs[1, 0] > probs[0, 0]
+
+
 def test_group_of_four_uses_three_supports(tmp_path):
     model = tiny_model(tmp_path, group_size=4)
     assert model.roi_heads.co_occurrence.sim_mlp.fc1.in_features == 3 * 8
@@ -76,7 +166,7 @@ def test_one_region_feature_pass_serves_box_and_co_occurrence_losses(tmp_path):
         calls.append([len(b) for b in boxes])
         return original(features, boxes)
 
-    def recording(features, valid, concept_ids, classifier):
+    def recording(features, valid, concept_ids, classifier, other_findings=None):
         seen.update(features=features.shape, valid=valid.clone(), concepts=concept_ids.clone())
         return torch.zeros(())
 
@@ -95,7 +185,7 @@ def test_proposal_shortfall_is_zero_padded_and_masked(tmp_path):
     model = tiny_model(tmp_path, extra=["MODEL.RPN.POST_NMS_TOPK_TRAIN", 5])  # 5 proposals < N = 8
     seen = {}
 
-    def recording(features, valid, concept_ids, classifier):
+    def recording(features, valid, concept_ids, classifier, other_findings=None):
         seen.update(features=features.detach().clone(), valid=valid.clone())
         return torch.zeros(())
 
@@ -267,12 +357,13 @@ def tiny_cfg_for_names():
 
 
 def test_test_vocabulary_from_embeddings_and_class_specific_regression(tmp_path):
-    model = tiny_model(tmp_path)
+    model = tiny_model(tmp_path, extra=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0])
     model.eval()
     model.set_test_vocabulary(torch.randn(3, 16))
     with torch.no_grad():
         instances = model(inference_inputs())[0]["instances"]
-    assert instances.pred_classes.numel() == 0 or instances.pred_classes.max().item() < 3
+    assert len(instances) > 0 and instances.pred_classes.max().item() < 3
+    assert set(instances.pred_classes.tolist()) == {0, 1, 2}  # every class of the new vocabulary is scored
     model.reset_test_vocabulary()
     specific = tiny_model(tmp_path, extra=["MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False])
     with pytest.raises(ValueError, match="box regression is class-specific .*CLS_AGNOSTIC_BBOX_REG True"):
@@ -309,8 +400,43 @@ def test_paper_config_is_the_paper_setting():
     assert cfg.DATALOADER.CONCEPT_GROUP_SIZE == 2 and cfg.MODEL.ROI_BOX_HEAD.WS_NUM_PROPS == 32
     assert cfg.MODEL.TEXT_ENCODER.NAME.endswith("BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")
     assert cfg.MODEL.TEXT_ENCODER.DESCRIPTIONS == "elaborate"
-    assert cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "choice" and len(cfg.INPUT.MIN_SIZE_TRAIN) > 1
     assert tuple(cfg.DATASETS.TRAIN) == ("vindr_cxr_train",) and tuple(cfg.DATASETS.TEST) == ("vindr_cxr_val",)
+    # Where the paper is silent, CoDet_OVCOCO_R50_1x.yaml (the checkpoint's config): sigmoid CE, 800 px, clipping.
+    assert cfg.MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE
+    assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (800,) and cfg.INPUT.MAX_SIZE_TRAIN == 1333
+    assert cfg.SOLVER.CLIP_GRADIENTS.ENABLED and cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE == 1.0
+    assert cfg.MODEL.BACKBONE.FREEZE_AT == 4  # the paper's frozen ResNet-50: the whole C4 backbone
+    assert (cfg.DATALOADER.CONCEPT_SAMPLING, cfg.DATALOADER.CONCEPT_FREQUENCY_POWER) == ("frequency", 1.0)
+
+
+@pytest.mark.parametrize("config", [PAPER_CONFIG, CONFIGS / "vindr" / "faster_rcnn_R50_FPN_1x.yaml", *ABLATIONS],
+                         ids=lambda p: p.stem)
+def test_normalisation_follows_the_weights_the_config_loads(config):
+    cfg = _load(config)
+    checkpoints = [w for w in (cfg.MODEL.WEIGHTS, cfg.MODEL.INIT.WEIGHTS) if w]
+    assert checkpoints, "a VinDr config starts from pretrained weights"
+    for path in checkpoints:
+        mean, std, _ = expected_input_normalization(path)
+        assert list(cfg.MODEL.PIXEL_MEAN) == pytest.approx(mean) and list(cfg.MODEL.PIXEL_STD) == pytest.approx(std)
+    check_input_normalization(cfg)
+
+
+def test_normalisation_that_does_not_fit_the_weights_is_refused():
+    assert expected_input_normalization("detectron2://ImageNetPretrained/MSRA/R-50.pkl")[:2] == (
+        [103.530, 116.280, 123.675], [1.0, 1.0, 1.0])
+    assert expected_input_normalization("output/phantom/model_final.pth") is None
+    cfg = _load(PAPER_CONFIG)
+    cfg.merge_from_list(["MODEL.PIXEL_MEAN", [127.5] * 3, "MODEL.PIXEL_STD", [64.0] * 3])
+    with pytest.raises(ValueError, match=r"MODEL.WEIGHTS = detectron2://ImageNetPretrained/MSRA/R-50.pkl expects "
+                                         r"MODEL.PIXEL_MEAN \[103.53, 116.28, 123.675\] and MODEL.PIXEL_STD"):
+        check_input_normalization(cfg)
+    cfg.MODEL.WEIGHTS = ""
+    with pytest.raises(ValueError, match=r"MODEL.INIT.WEIGHTS = models/CoDet_OVCOCO_R50_1x.pth expects .* but the "
+                                         r"config sets \[127.5, 127.5, 127.5\] and \[64.0, 64.0, 64.0\]"):
+        check_input_normalization(cfg)
+    phantom = _load(CONFIGS / "phantom" / "cxr_codet_R18_FPN_phantom.yaml")
+    assert list(phantom.MODEL.PIXEL_STD) == [64.0] * 3  # from scratch: its own normalisation
+    check_input_normalization(phantom)
 
 
 EXPECTED_ROWS = {

@@ -22,6 +22,7 @@ from ..compat import apply
 from ..config import add_cxr_codet_config
 from ..data.build import check_test_images
 from ..data.samplers import check_concept_group_config
+from ..modeling.checkpoint_init import check_input_normalization
 from .checkpoint import AtomicDetectionCheckpointer
 from .startup import StartupError, build_parser, check_config_file, check_datasets, config_error, guarded
 from .startup import report_startup_error
@@ -72,9 +73,11 @@ def _plain_log_files(output_dir: str) -> None:
 
 
 def setup_cfg(args):
-    """`build_cfg` from the command line, then detectron2's run setup (output folder, logs, config dump). A
-    concept-group batch layout that cannot work fails here, before any data is read."""
+    """`build_cfg` from the command line (normalisation checked against the weights it loads), then detectron2's
+    run setup (output folder, logs, config dump). A concept-group batch layout that cannot work fails here, before
+    any data is read."""
     cfg = build_cfg(args.config_file, args.opts)
+    check_input_normalization(cfg)
     if cfg.OUTPUT_DIR:
         _plain_log_files(cfg.OUTPUT_DIR)
     if cfg.DATALOADER.SAMPLER_TRAIN == "ConceptGroupSampler" and not args.eval_only:

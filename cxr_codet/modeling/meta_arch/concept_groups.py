@@ -6,7 +6,7 @@ images outside groups ("No finding") carry concept_id = -1. Batches from a plain
 "concept_id" at all.
 """
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -15,10 +15,12 @@ NO_CONCEPT = -1
 
 @dataclass
 class ConceptGroups:
-    """Groups of one batch: `image_indices` [num_groups, G] (batch positions), `concept_ids` [num_groups]."""
+    """Groups of one batch: `image_indices` [num_groups, G] (batch positions), `concept_ids` [num_groups],
+    and `image_labels[b][g]`, the findings present in image g of group b (empty when the batch has none)."""
 
     image_indices: torch.Tensor
     concept_ids: torch.Tensor
+    image_labels: Tuple[Tuple[Tuple[int, ...], ...], ...] = ()
 
     @property
     def num_groups(self) -> int:
@@ -27,6 +29,17 @@ class ConceptGroups:
     @property
     def group_size(self) -> int:
         return int(self.image_indices.shape[1])
+
+    def other_findings_mask(self, num_classes: int) -> torch.Tensor:
+        """[num_groups, G, num_classes] bool: True where a finding other than the group's concept is present
+        in the image (from its image_labels), i.e. where a one-hot co-occurrence target would be wrong."""
+        mask = torch.zeros(self.num_groups, self.group_size, num_classes, dtype=torch.bool)
+        for b, group in enumerate(self.image_labels):
+            for g, labels in enumerate(group):
+                present = [c for c in labels if 0 <= c < num_classes]
+                mask[b, g, present] = True
+        mask[torch.arange(self.num_groups), :, self.concept_ids] = False
+        return mask
 
 
 def _describe(batched_inputs: Sequence[dict], index: int) -> str:
@@ -70,4 +83,9 @@ def concept_groups_from_batch(batched_inputs: Sequence[dict], group_size: int) -
                 f"with one shared concept_id; got concept_ids {[batched_inputs[i]['concept_id'] for i in row]}"
             )
     concept_ids = torch.as_tensor([int(batched_inputs[row[0]]["concept_id"]) for row in indices.tolist()])
-    return ConceptGroups(image_indices=indices, concept_ids=concept_ids.long())
+    labels = tuple(
+        tuple(tuple(sorted({int(c) for c in batched_inputs[i].get("image_labels") or ()})) for i in row)
+        for row in indices.tolist()
+    )
+    return ConceptGroups(image_indices=indices, concept_ids=concept_ids.long(), image_labels=labels)
+

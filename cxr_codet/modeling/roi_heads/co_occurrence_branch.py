@@ -22,6 +22,7 @@ def build_co_occurrence_head(cfg) -> Optional[CoOccurrenceHead]:
         group_size=cfg.DATALOADER.CONCEPT_GROUP_SIZE,
         use_text_guidance=box_head.USE_TEXT_GUIDANCE,
         loss_weight=box_head.IMAGE_LOSS_WEIGHT,
+        mask_other_findings=box_head.MASK_OTHER_FINDINGS,
     )
 
 
@@ -129,4 +130,5 @@ class CoOccurrenceBranchMixin:
         valid = torch.zeros(num_images, num_props, dtype=torch.bool, device=device)
         valid[image_index, slot] = True
         groups = concept_groups.image_indices.to(device)
-        return head(padded[groups], valid[groups], concept_groups.concept_ids.to(device), classifier)
+        other_findings = concept_groups.other_findings_mask(classifier.num_training_classes).to(device)
+        return head(padded[groups], valid[groups], concept_groups.concept_ids.to(device), classifier, other_findings)

@@ -9,6 +9,9 @@ query and of the supports (zero rows where an image has fewer than N proposals):
     prototype = sum_a weights[a] * query_feature[a]      (unnormalised text-space features)
     loss = BCE-with-logits(classifier(prototype), one-hot(finding)) x IMAGE_LOSS_WEIGHT
 
+Other findings present in the query image (its image labels) are left out of the BCE rather than pushed
+to 0 (MASK_OTHER_FINDINGS; CoDet's one-hot target treats them as negatives, wrong on multi-finding CXRs).
+
 Text guidance: w = |text embedding of the finding|, rescaled to mean 1 over the D dimensions; off: w = 1.
 
 Padding (proposal shortfalls): padded support columns are zeros in S (as in CoDet); padded query rows are
@@ -108,6 +111,7 @@ class CoOccurrenceHead(nn.Module):
         group_size: int,
         use_text_guidance: bool = True,
         loss_weight: float = 0.1,
+        mask_other_findings: bool = True,
     ):
         """
         Args:
@@ -115,6 +119,7 @@ class CoOccurrenceHead(nn.Module):
             group_size: G, images per concept group (>= 2).
             use_text_guidance: weight feature dimensions by the finding's text embedding.
             loss_weight: IMAGE_LOSS_WEIGHT.
+            mask_other_findings: leave the query's other findings out of the BCE (else one-hot negatives).
         """
         super().__init__()
         check_concept_group_size(group_size)
@@ -124,6 +129,7 @@ class CoOccurrenceHead(nn.Module):
         self.group_size = int(group_size)
         self.use_text_guidance = bool(use_text_guidance)
         self.loss_weight = float(loss_weight)
+        self.mask_other_findings = bool(mask_other_findings)
         self.sim_mlp = SimilarityMLP(self.group_size - 1, self.num_proposals)
 
     def reset_parameters(self) -> None:
@@ -143,9 +149,9 @@ class CoOccurrenceHead(nn.Module):
 
     @torch.autocast("cuda", enabled=False)
     @torch.autocast("cpu", enabled=False)
-    def forward(self, features, valid, concept_ids, classifier):
-        """The co-occurrence loss (a scalar, already x IMAGE_LOSS_WEIGHT), computed in float32 even under
-        autocast: float16 similarities and softmax lose the small differences the MLP learns from.
+    def per_query_losses(self, features, valid, concept_ids, classifier, other_findings=None):
+        """BCE of each query's prototype [B, G] (unweighted; 0 for a query without proposals), computed in
+        float32 even under autocast: float16 similarities and softmax lose the small differences the MLP learns from.
 
         Args:
             features: [B, G, N, D] unnormalised text-space features of the top N proposals of each image
@@ -153,6 +159,8 @@ class CoOccurrenceHead(nn.Module):
             valid: [B, G, N] bool, False on padding.
             concept_ids: [B] long, the finding each group shares (a training-class index).
             classifier: the `OpenVocabularyClassifier` (its training vocabulary scores the prototypes).
+            other_findings: optional [B, G, C] bool, findings besides the concept present in each image;
+                left out of the BCE when the head masks other findings.
         """
         expected = (self.group_size, self.num_proposals)
         if tuple(features.shape[1:3]) != expected:
@@ -168,7 +176,14 @@ class CoOccurrenceHead(nn.Module):
         prototypes = torch.einsum("bgn,bgnd->bgd", weights, features)
         logits = classifier.score(prototypes, vocabulary)[..., :-1]  # B x G x C (background dropped)
         targets = F.one_hot(concept_ids, logits.shape[-1]).to(logits.dtype)[:, None, :].expand_as(logits)
-        per_query = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(dim=-1)
+        per_class = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        if self.mask_other_findings and other_findings is not None:
+            per_class = per_class.masked_fill(other_findings.to(per_class.device), 0.0)
+        return per_class.sum(dim=-1) * valid.any(dim=-1).to(per_class.dtype)
+
+    def forward(self, features, valid, concept_ids, classifier, other_findings=None):
+        """The co-occurrence loss (a scalar, already x IMAGE_LOSS_WEIGHT): `per_query_losses` averaged over
+        the queries that have proposals (arguments as there)."""
+        per_query = self.per_query_losses(features, valid, concept_ids, classifier, other_findings)
         has_proposals = valid.any(dim=-1).to(per_query.dtype)  # B x G
-        loss = (per_query * has_proposals).sum() / has_proposals.sum().clamp(min=1.0)
-        return loss * self.loss_weight
+        return per_query.sum() / has_proposals.sum().clamp(min=1.0) * self.loss_weight
