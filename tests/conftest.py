@@ -1,4 +1,5 @@
 """Shared pytest fixtures: isolated dataset root, the real data in ../shared, small helpers."""
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -44,4 +45,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the checkout in CI)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _drop_closed_log_streams():
+    """After each test, drop log handlers whose stream pytest has closed: detectron2's setup_logger caches the
+    console handler it made under one test's capture, and a later test's log records would hit a closed file."""
+    yield
+    for name in ("detectron2", "d2", "cxr_codet", "fvcore"):
+        log = logging.getLogger(name)
+        for handler in list(log.handlers):
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                log.removeHandler(handler)
 

@@ -4,6 +4,7 @@ import itertools
 import json
 import logging
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -140,6 +141,8 @@ def test_registered_coco_dataset_trains_with_a_box_fraction(tmp_path, caplog):
     annotations = [{"id": i, "image_id": i, "category_id": i % 2, "bbox": [10, 10, 20, 20]} for i in range(1, 11)]
     categories = [{"id": 0, "name": "Cardiomegaly"}, {"id": 1, "name": "Pleural effusion"}]
     (tmp_path / "images").mkdir()
+    for image in images:  # the loader checks every image's header at build time
+        cv2.imwrite(str(tmp_path / "images" / image["file_name"]), np.zeros((80, 100), np.uint8))
     json_file = tmp_path / "train.json"
     json_file.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     if "test_box_fraction_coco" not in DatasetCatalog.list():

@@ -6,7 +6,8 @@ import pytest
 import torch
 from detectron2.utils import comm
 
-from cxr_codet.engine.launcher import launch, parse_args, setup_cfg
+from cxr_codet.engine.launcher import launch, setup_cfg
+from cxr_codet.engine.startup import build_parser
 from cxr_codet.engine.trainer import create_ddp_model
 
 
@@ -36,7 +37,7 @@ def test_create_ddp_model_single_process_returns_model():
 
 def test_setup_refuses_a_concept_group_layout_before_writing_anything(tmp_path):
     output = tmp_path / "run"
-    args = parse_args(["--config-file", "configs/phantom/cxr_codet_R18_FPN_phantom.yaml", "SOLVER.IMS_PER_BATCH", "3",
+    args = build_parser().parse_args(["--config-file", "configs/phantom/cxr_codet_R18_FPN_phantom.yaml", "SOLVER.IMS_PER_BATCH", "3",
                        "OUTPUT_DIR", str(output)])
     with pytest.raises(ValueError, match="leaves 3 images, which is not a positive multiple of "
                                          "DATALOADER.CONCEPT_GROUP_SIZE = 2"):

@@ -6,8 +6,9 @@ images compare directly.
 """
 from typing import Dict, Iterable, List, Sequence
 
-import cv2
 import numpy as np
+
+from .image_io import read_gray
 
 RING_FRACTION = 0.5  # the background ring around a box extends this fraction of the box's size on every side
 PERCENTILES = (5, 25, 50, 75, 95)
@@ -45,14 +46,12 @@ def dataset_realism(records: List[dict], read_image=None, pixels_per_image: int 
     `intensity_*` percentiles of pixel values / 255 (a random sample of `pixels_per_image` per image),
     `image_std_*` of each image's own standard deviation / 255, `contrast_*` of lesion_contrast per box,
     `box_side_*` of sqrt(w h) / sqrt(W H), `aspect_*` of w / h, and counts."""
-    read_image = read_image or (lambda path: cv2.imread(path, cv2.IMREAD_GRAYSCALE))
+    read_image = read_image or read_gray
     rng = np.random.default_rng(seed)
     samples, image_stds, contrasts, sides, aspects = [], [], [], [], []
     boxes = 0
     for record in records:
         image = read_image(record["file_name"])
-        if image is None:
-            raise ValueError(f"{record['file_name']}: cannot be read as a grayscale image")
         flat = image.reshape(-1)
         samples.append(flat[rng.integers(0, flat.size, pixels_per_image)] / 255.0)
         image_stds.append(flat.std() / 255.0)

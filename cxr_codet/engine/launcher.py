@@ -78,10 +78,10 @@ def setup_cfg(args):
     any data is read."""
     cfg = build_cfg(args.config_file, args.opts)
     check_input_normalization(cfg)
-    if cfg.OUTPUT_DIR:
-        _plain_log_files(cfg.OUTPUT_DIR)
     if cfg.DATALOADER.SAMPLER_TRAIN == "ConceptGroupSampler" and not args.eval_only:
         check_concept_group_config(cfg)
+    if cfg.OUTPUT_DIR:
+        _plain_log_files(cfg.OUTPUT_DIR)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cxr_codet")
     return cfg
