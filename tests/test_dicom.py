@@ -4,32 +4,21 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import JPEG2000Lossless, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import JPEG2000Lossless
 
 from cxr_codet.data.dicom import DicomReadError, read_dicom_image, read_dicom_size, resized_size, write_png
+from cxr_codet.data.synthetic_vindr import dx_dataset
 
 REAL_DICOM = "dicom/cr-chest-jpeg-baseline.dcm"
 
 
 def write_dicom(path, pixels, bits_stored=12, photometric="MONOCHROME2", compress=None, **elements):
     """A minimal single-frame DX DICOM holding `pixels` (uint16) with the given extra elements."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    ds = dx_dataset(pixels, bits_stored, photometric)
     for keyword, value in elements.items():
         setattr(ds, keyword, value)
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
     if compress is not None:
         ds.compress(compress, pixels.astype(np.uint16))
     ds.save_as(path, enforce_file_format=True)

@@ -46,11 +46,10 @@ def synthetic_pixels(width: int, height: int, bits_stored: int, rng: np.random.G
     return (np.clip(field, 0.0, 1.0) * top).astype(np.uint16)
 
 
-def write_synthetic_dicom(path: Path, image: SyntheticImage, rng: np.random.Generator) -> Path:
-    """Write `image` as a single-frame DX DICOM (JPEG 2000 lossless when image.jpeg2000)."""
-    pixels = synthetic_pixels(image.width, image.height, image.bits_stored, rng)
-    if image.photometric == "MONOCHROME1":
-        pixels = (2**image.bits_stored - 1 - pixels).astype(np.uint16)
+def dx_dataset(pixels: np.ndarray, bits_stored: int, photometric: str = "MONOCHROME2", compress=None) -> Dataset:
+    """A minimal single-frame DX (Digital X-Ray for presentation) DICOM dataset holding uint16 `pixels`,
+    JPEG 2000 or another pydicom codec when `compress` names its transfer syntax."""
+    pixels = pixels.astype(np.uint16)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -61,11 +60,20 @@ def write_synthetic_dicom(path: Path, image: SyntheticImage, rng: np.random.Gene
     ds.Modality = "DX"
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = image.photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, image.bits_stored, image.bits_stored - 1, 0
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
     ds.PixelData = pixels.tobytes()
-    if image.jpeg2000:
-        ds.compress(JPEG2000Lossless, pixels)
+    if compress is not None:
+        ds.compress(compress, pixels)
+    return ds
+
+
+def write_synthetic_dicom(path: Path, image: SyntheticImage, rng: np.random.Generator) -> Path:
+    """Write `image` as a single-frame DX DICOM (JPEG 2000 lossless when image.jpeg2000)."""
+    pixels = synthetic_pixels(image.width, image.height, image.bits_stored, rng)
+    if image.photometric == "MONOCHROME1":
+        pixels = (2**image.bits_stored - 1 - pixels).astype(np.uint16)
+    ds = dx_dataset(pixels, image.bits_stored, image.photometric, JPEG2000Lossless if image.jpeg2000 else None)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
