@@ -39,6 +39,7 @@ def _positive_finite(value):
     return isinstance(value, float) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_compare_two_configs_writes_medians_and_ratios(tmp_path, capsys):
     output = tmp_path / "results.json"
     report = main([

@@ -118,6 +118,7 @@ def as_input(images):
     return (torch.tensor(np.stack(images), dtype=torch.float32)[:, None] / 255.0 - 0.5) / 0.25
 
 
+@pytest.mark.slow
 def test_lesion_class_map_peaks_inside_the_lesion_box_more_often_than_chance():
     torch.manual_seed(0)
     train = lesion_samples(seed=100, count=200)

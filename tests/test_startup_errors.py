@@ -34,6 +34,7 @@ def _one_line_error(capsys, argv) -> str:
     return errors[0]
 
 
+@pytest.mark.slow
 def test_tool_without_config_file_prints_one_line_and_help_explains(tmp_path):
     proc = _tool()
     assert proc.returncode == 2

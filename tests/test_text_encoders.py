@@ -523,6 +523,7 @@ def test_dump_command_line_with_a_config_file(tmp_path, tiny_bert_dir):
         dump_main(["--config-file", str(config), "--vocabulary", "nope", "--output", str(output)])
 
 
+@pytest.mark.slow
 def test_dump_tool_help_runs():
     result = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "dump_text_embeddings.py"), "--help"],
                             capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)

@@ -94,6 +94,7 @@ def test_full_csv_no_finding_images_are_kept_without_boxes(real_csv, real_wbf):
             assert (image["image_labels"] == []) == is_normal
 
 
+@pytest.mark.slow
 def test_full_csv_every_fused_box_comes_from_a_reader_box_of_its_finding(real_csv, real_wbf):
     coco, report = real_wbf
     readers = real_csv[real_csv["class_id"] < 14]
@@ -121,6 +122,7 @@ def test_full_csv_every_fused_box_comes_from_a_reader_box_of_its_finding(real_cs
         assert 0 < report.boxes_out["train"][name] <= report.boxes_in["train"][name]
 
 
+@pytest.mark.slow
 def test_full_csv_agreement_and_keep_all_strategies(real_readers):
     readers, _ = real_readers
     boxes = readers.boxes
@@ -343,6 +345,7 @@ def test_output_inside_the_source_tree_is_refused(tmp_path):
         convert_vindr(source, source / "converted", VindrConversionOptions(long_side=32))
 
 
+@pytest.mark.slow
 def test_parallel_image_stage_matches_serial(tmp_path):
     jobs = []
     for k in range(3):
@@ -441,6 +444,7 @@ def test_no_usable_image_stops_the_conversion(tmp_path):
         convert_vindr(source, tmp_path / "out", VindrConversionOptions())
 
 
+@pytest.mark.slow
 def test_tool_help_documents_both_layouts():
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "tools" / "prepare_vindr.py"), "--help"],

@@ -73,6 +73,7 @@ def test_header_line_inside_the_file_is_a_rejected_row_not_an_image(tmp_path):
     assert header["row"] == 9 and header["file"].endswith("train.csv")
 
 
+@pytest.mark.slow
 def test_real_csv_has_no_rejected_rows_and_keeps_every_image(shared_data, tmp_path):
     options = VindrConversionOptions(csv_only=True)
     report = convert_vindr(shared_data / "vindr-cxr-annotations/train.csv.gz", tmp_path / "out", options)
