@@ -60,6 +60,8 @@ def _add_evaluation_config(cfg):
     cfg.TEST.PLOT_PER_CLASS_AP = True
     # IoU of the VOC-style (all-point) mAP reported as "mAP@<iou>" (VinBigData challenge: 0.4).
     cfg.TEST.VOC_IOU_THRESHOLD = 0.4
+    # Score a closed-vocabulary model on another vocabulary: "<dataset vocab>-><model vocab>" of class_mapping.json.
+    cfg.TEST.CLASS_MAPPING = ""
     froc = cfg.TEST.FROC = CN()
     # What makes a detection hit a ground-truth box of its class: "iou" (>= FROC.IOU_THRESHOLD) or "center" (inside it).
     froc.HIT_CRITERION = "iou"

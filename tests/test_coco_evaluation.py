@@ -25,6 +25,7 @@ from cxr_codet.evaluation import (
     write_eval_results,
 )
 from cxr_codet.evaluation import coco_evaluation
+from cxr_codet.evaluation.class_mapped import prediction_index_map, rename_predictions
 
 CLASSES = ["Nodule", "Effusion", "Pneumothorax"]  # COCO category ids 1, 2, 3
 NODULE, EFFUSION, PNEUMOTHORAX = 0, 1, 2  # contiguous ids the model predicts
@@ -251,6 +252,7 @@ def test_relative_size_buckets_differ_from_absolute(register_split, tmp_path, si
     add_cxr_codet_config(cfg)
     cfg.TEST.SIZE_BUCKETS = size_buckets
     cfg.TEST.PLOT_PER_CLASS_AP = False
+    cfg.OUTPUT_DIR = str(tmp_path)  # the FROC chart goes to OUTPUT_DIR
     evaluator = build_evaluator(cfg, name, str(tmp_path / "inference"))
     bbox = evaluate(evaluator, MIXED_SIZES["images"], MIXED_DETECTIONS)["bbox"]
 
@@ -350,3 +352,66 @@ def test_eval_results_io_rejects_bad_input(tmp_path):
         read_eval_results(str(bad))
     with pytest.raises(FileNotFoundError, match="no such evaluation results file"):
         read_eval_results(str(tmp_path / "missing.json"))
+
+
+def test_class_mapping_scores_a_vindr_vocabulary_model_on_nih_names(register_split, tmp_path, caplog):
+    """TEST.CLASS_MAPPING: predictions of VinDr classes count as the NIH classes mapped to them (Nodule/Mass
+    as Nodule, Pleural effusion as Effusion); a VinDr-only class (Aortic enlargement) is left out and counted."""
+    name = register_split(SMALL_SPLIT)
+    cfg = get_cfg()
+    add_cxr_codet_config(cfg)
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.DATASETS.TRAIN = ("cxr_phantom_train",)  # the VinDr-CXR vocabulary
+    vindr = list(MetadataCatalog.get("cxr_phantom_train").thing_classes)
+    to_vindr = {NODULE: vindr.index("Nodule/Mass"), EFFUSION: vindr.index("Pleural effusion")}
+    detections = {image_id: [(*box, score, to_vindr[cls]) for *box, score, cls in rows]
+                  for image_id, rows in perfect_detections(SMALL_SPLIT).items()}
+    detections[4] = [(5, 5, 40, 40, 0.95, vindr.index("Aortic enlargement"))]
+
+    cfg.TEST.CLASS_MAPPING = "nih_cxr14_bbox->vindr_cxr"
+    with caplog.at_level(logging.INFO, logger="cxr_codet.evaluation.class_mapped"):
+        bbox = evaluate(build_evaluator(cfg, name, str(tmp_path)), SMALL_SPLIT["images"], detections)["bbox"]
+    assert bbox["AP50-Nodule"] == pytest.approx(100) and bbox["AP50-Effusion"] == pytest.approx(100)
+    assert "1 predictions of model classes without a dataset equivalent were left out (Aortic enlargement 1)" \
+        in caplog.text
+
+    cfg.TEST.CLASS_MAPPING = "nih_cxr14_bbox->ms_cxr"
+    with pytest.raises(KeyError, match="no class mapping nih_cxr14_bbox -> ms_cxr"):
+        build_evaluator(cfg, name, str(tmp_path))
+    cfg.TEST.CLASS_MAPPING = "nih_cxr14_bbox"
+    with pytest.raises(ValueError, match="must read '<dataset vocabulary>-><model vocabulary>'"):
+        build_evaluator(cfg, name, str(tmp_path))
+
+
+def test_one_model_class_stands_for_several_dataset_classes():
+    """VinDr's Nodule/Mass predictions are copied to NIH Mass and NIH Nodule; unmapped model classes vanish."""
+    nih = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltrate", "Mass", "Nodule", "Pneumonia", "Pneumothorax"]
+    vindr = list(MetadataCatalog.get("cxr_phantom_train").thing_classes)
+    index_map = prediction_index_map(nih, vindr, "nih_cxr14_bbox->vindr_cxr")
+    assert index_map[nih.index("Mass")] == index_map[nih.index("Nodule")] == vindr.index("Nodule/Mass")
+    assert index_map[nih.index("Pneumonia")] == vindr.index("Lung Opacity")
+
+    instances = Instances((64, 64))
+    instances.pred_boxes = Boxes(torch.tensor([[0, 0, 10, 10], [5, 5, 20, 20]], dtype=torch.float32))
+    instances.scores = torch.tensor([0.9, 0.8])
+    instances.pred_classes = torch.tensor([vindr.index("Nodule/Mass"), vindr.index("ILD")])
+    renamed = rename_predictions(instances, index_map)
+    assert sorted(renamed.pred_classes.tolist()) == [nih.index("Mass"), nih.index("Nodule")]
+    assert renamed.scores.tolist() == pytest.approx([0.9, 0.9])
+    assert torch.equal(renamed.pred_boxes.tensor, instances.pred_boxes.tensor[[0, 0]])
+    with pytest.raises(ValueError, match="'Pleural effusion', which is not a class of the model"):
+        prediction_index_map(["Effusion"], ["Nodule/Mass"], "nih_cxr14_bbox->vindr_cxr")
+
+
+def test_class_mapping_is_refused_for_a_model_that_classifies_with_the_dataset_names():
+    from cxr_codet.engine.trainer import CXRTrainer
+
+    class OpenVocabularyModel(torch.nn.Module):
+        def set_test_vocabulary(self, class_names):
+            raise AssertionError("the conflict must be reported before any dataset is evaluated")
+
+    cfg = get_cfg()
+    add_cxr_codet_config(cfg)
+    cfg.TEST.CLASS_MAPPING = "nih_cxr14_bbox->vindr_cxr"
+    with pytest.raises(ValueError, match=r"OpenVocabularyModel classifies with each test dataset's own class names"):
+        CXRTrainer.test(cfg, OpenVocabularyModel())

@@ -91,3 +91,25 @@ def test_from_phantom_configs_load_a_phantom_detector(tmp_path, phantom_config, 
         assert report.shape_mismatched == {}
         assert predictor + "cls_score.proj.weight" in report.matched
         assert nih.roi_heads.box_predictor.cls_score.num_training_classes == 8
+
+
+def test_baseline_zero_shot_config_scores_phantom_classes_as_nih_findings(nih_root, tmp_path):
+    """configs/nih/faster_rcnn_R18_FPN_phantom_zero_shot.yaml: a 14-finding (VinDr vocabulary) detector is
+    evaluated on NIH boxes through TEST.CLASS_MAPPING; the results name NIH's 8 findings and the log counts
+    the predictions of VinDr-only classes that were left out."""
+    phantom = build_model(build_cfg(str(REPO / "configs" / "phantom" / "faster_rcnn_R18_FPN_phantom.yaml"), cpu=True))
+    DetectionCheckpointer(phantom, save_dir=str(tmp_path)).save("untrained")
+    env = dict(os.environ, DETECTRON2_DATASETS=str(nih_root))
+    cmd = [
+        sys.executable, "tools/train_net.py", "--config-file", "configs/nih/faster_rcnn_R18_FPN_phantom_zero_shot.yaml",
+        "--eval-only", "MODEL.WEIGHTS", str(tmp_path / "untrained.pth"), "MODEL.RPN.POST_NMS_TOPK_TEST", "100",
+        "OUTPUT_DIR", str(tmp_path / "zero_shot"),
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    bbox = json.loads((tmp_path / "zero_shot" / "eval_results.json").read_text())["nih_cxr14_bbox_val"]["bbox"]
+    per_class = {k[len("AP50-"):] for k in bbox if k.startswith("AP50-")} | set(bbox.get("classes_without_ground_truth", []))
+    assert per_class == {"Atelectasis", "Cardiomegaly", "Effusion", "Infiltrate", "Mass", "Nodule", "Pneumonia",
+                         "Pneumothorax"}
+    log = (tmp_path / "zero_shot" / "log.txt").read_text()
+    assert "nih_cxr14_bbox->vindr_cxr:" in log and "without a dataset equivalent were left out" in log

@@ -116,6 +116,12 @@ class CXRTrainer(DefaultTrainer):
         """
         results = OrderedDict()
         bare_model = _bare(model)
+        if cfg.TEST.CLASS_MAPPING and _uses_dataset_vocabulary(cfg, bare_model):
+            raise ValueError(
+                f"TEST.CLASS_MAPPING {cfg.TEST.CLASS_MAPPING!r} renames predictions of the training classes, but "
+                f"{type(bare_model).__name__} classifies with each test dataset's own class names "
+                "(MODEL.TEST_VOCABULARY_FROM_DATASET True); set one of them off"
+            )
         for idx, dataset_name in enumerate(cfg.DATASETS.TEST):
             if _uses_dataset_vocabulary(cfg, bare_model):
                 bare_model.set_test_vocabulary(MetadataCatalog.get(dataset_name).thing_classes)

@@ -1,11 +1,15 @@
 """Which evaluator scores a test dataset: the registry of evaluator builders, the per-dataset choice of
-TEST.EVALUATORS_BY_DATASET, and the dataset's metadata `evaluator_type` otherwise."""
+TEST.EVALUATORS_BY_DATASET, and the dataset's metadata `evaluator_type` otherwise; TEST.CLASS_MAPPING puts a
+renaming of the model's classes in front of it."""
 import os
 from typing import List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
 from detectron2.utils.registry import Registry
+
+from ..modeling.vocabulary import training_class_names
+from .class_mapped import ClassMappedEvaluator
 
 EVALUATOR_REGISTRY = Registry("CXR_EVALUATOR")
 EVALUATOR_REGISTRY.__doc__ = """
@@ -55,7 +59,7 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
     configured = build_configured_evaluator(cfg, dataset_name, output_folder)
     if configured is not None:
-        return configured
+        return _with_class_mapping(cfg, dataset_name, configured)
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
     registered = sorted(name for name, _ in EVALUATOR_REGISTRY)
     if evaluator_type is None:
@@ -67,4 +71,12 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
             f"registered (registered: {registered}). Register a function named '{evaluator_type}' "
             "taking (cfg, dataset_name, output_folder) with @EVALUATOR_REGISTRY.register()."
         )
-    return EVALUATOR_REGISTRY.get(evaluator_type)(cfg, dataset_name, output_folder)
+    return _with_class_mapping(cfg, dataset_name, EVALUATOR_REGISTRY.get(evaluator_type)(cfg, dataset_name, output_folder))
+
+
+def _with_class_mapping(cfg, dataset_name: str, evaluator: DatasetEvaluator) -> DatasetEvaluator:
+    """`evaluator` as is, or behind TEST.CLASS_MAPPING's renaming of the model's training classes."""
+    if not cfg.TEST.CLASS_MAPPING:
+        return evaluator
+    dataset_classes = MetadataCatalog.get(dataset_name).get("thing_classes", [])
+    return ClassMappedEvaluator(evaluator, dataset_classes, training_class_names(cfg), cfg.TEST.CLASS_MAPPING)
