@@ -210,6 +210,10 @@ def test_extra_metric_only_when_every_run_has_it_and_rows_without_runs_cannot_ma
     b = load_run("b", write_run(tmp_path, "b", {"d": bbox(1, 2, 3)}))
     assert table_data([Row("a", (a,)), Row("b", (b,))])["metrics"] == ["AP50", "APm", "APl"]
     assert table_data([Row("a", (a,))])["metrics"] == ["AP50", "APm", "APl", "FROC"]
+    chest = load_run("c", write_run(tmp_path, "c", {"d": bbox(1, 2, 3, **{
+        "mAP@0.4": 1.0, "AP@0.4-Mass": 2.0, "FROC-CPM": 3.0, "FROC-CPM-Mass": 4.0, "FROC-sens@1": 5.0,
+        "FROC-sens@1-Mass": 6.0})}))
+    assert table_data([Row("c", (chest,))])["metrics"] == ["AP50", "APm", "APl", "mAP@0.4", "FROC-CPM"]
     with pytest.raises(ValueError, match=r"none of the rows \['x'\] has an evaluated run"):
         table_data([Row("x", (), ("seed 0",))])
 

@@ -29,7 +29,9 @@ DEFAULT_METRICS = ("AP50", "APm", "APl")
 CONFIDENCE = 0.95
 # Box metrics that never become extra columns: COCO's other summary numbers, per-class APs, bookkeeping.
 _NOT_EXTRA_COLUMNS = ("AP", "AP75", "APs", CLASSES_WITHOUT_GT_KEY, SIZE_BUCKETS_WITHOUT_GT_KEY)
-_PER_CLASS_PREFIXES = (PER_CLASS_AP50_PREFIX, "AP-")
+# Per-class keys (COCO AP50 / AP, VOC "AP@<iou>-<class>", "FROC-CPM-<class>") and the FROC operating points
+# ("FROC-sens@<rate>[-<class>]", summarised by the FROC-CPM column); a study lists them under `metrics` if wanted.
+_PER_CLASS_PREFIXES = (PER_CLASS_AP50_PREFIX, "AP-", "AP@", "FROC-CPM-", "FROC-sens@")
 SIGNIFICANT = "*"
 MISSING = "missing"
 
