@@ -77,6 +77,22 @@ def test_group_similarity_hand_computed():
     assert torch.allclose(similarity[0, 1], torch.tensor(expected_query1))
 
 
+def test_group_similarity_matches_its_definition_for_groups_of_three():
+    """S[a, b] = sum_k q[a,k] s[b,k] w[k] against each support in batch order, zero rows staying zero."""
+    torch.manual_seed(0)
+    features = torch.randn(2, 3, 4, 5)
+    features[0, 1, 3] = 0.0  # a padded proposal
+    guidance = torch.rand(2, 5) + 0.5
+    similarity = group_similarity(features, guidance)
+    unit = F.normalize(features, dim=-1)
+    assert similarity.shape == (2, 3, 4, 8)
+    for b in range(2):
+        for g in range(3):
+            expected = torch.cat([(unit[b, g] * guidance[b]) @ unit[b, h].t() for h in range(3) if h != g], dim=1)
+            assert torch.allclose(similarity[b, g], expected, atol=1e-6)
+    assert torch.equal(similarity[0, 0, :, 3], torch.zeros(4))  # query 0 against image 1's padded proposal
+
+
 def test_text_guidance_on_and_off_change_the_similarity():
     features, _ = _example()
     vocabulary = F.normalize(torch.tensor(CLASS_EMBEDDINGS), dim=1).t()

@@ -70,9 +70,11 @@ def group_similarity(features: torch.Tensor, guidance: torch.Tensor) -> torch.Te
         [B, G, N, (G-1)N]: for group b and query g, row a holds S[a, :] against the supports of g,
         ordered by support image (batch order) then proposal.
     """
-    num_groups, group_size, num_props, _ = features.shape
-    unit = F.normalize(features, p=2, dim=-1)
-    pairwise = torch.einsum("bgak,bhnk,bk->bgahn", unit, unit, guidance)  # B x G x N x G x N
+    num_groups, group_size, num_props, dim = features.shape
+    unit = F.normalize(features, p=2, dim=-1).reshape(num_groups, group_size * num_props, dim)
+    # One batched matmul; a three-operand einsum here materialised a B x G x N x G x N x D product on the CPU.
+    pairwise = torch.bmm(unit * guidance[:, None, :], unit.transpose(1, 2))  # B x GN x GN
+    pairwise = pairwise.view(num_groups, group_size, num_props, group_size, num_props)
     others = support_indices(group_size, features.device)  # G x (G-1)
     index = others.view(1, group_size, 1, group_size - 1, 1).expand(
         num_groups, group_size, num_props, group_size - 1, num_props
