@@ -1,0 +1,101 @@
+"""Where a detector loses AP: localization vs classification, score saturation, and how many boxes a size
+bucket holds (tools/detection_diagnostics.py over a run's coco_instances_results.json).
+
+- AP at IoU 0.5 and 0.75 per size bucket (relative to image area), with and without classes: class-agnostic
+  AP treats every finding as one, so a drop that survives it is box precision, not naming the finding.
+- Score saturation: the share of detections scored >= 0.999999, which tie and cannot be ranked.
+- Ground-truth boxes per bucket: an AP over a handful of boxes is noise, whatever its decimals.
+"""
+import contextlib
+import io
+import json
+from typing import List, Sequence
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+SATURATED_SCORE = 0.999999
+
+
+UNIT = 1000.0  # every image is mapped onto a UNIT x UNIT grid: areas become shares of the image, IoUs do not change
+
+
+def _to_unit_grid(box: Sequence[float], image: dict) -> List[float]:
+    sx, sy = UNIT / image["width"], UNIT / image["height"]
+    return [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
+
+
+def _evaluate(coco_gt: COCO, detections: List[dict], area_ranges: List[list], use_categories: bool) -> np.ndarray:
+    """COCO precision [IoU, recall, class, area range] (maxDets 100)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation = COCOeval(coco_gt, coco_gt.loadRes(detections), "bbox")
+        evaluation.params.useCats = int(use_categories)
+        evaluation.params.areaRng = area_ranges
+        evaluation.params.areaRngLbl = [str(i) for i in range(len(area_ranges))]
+        evaluation.evaluate()
+        evaluation.accumulate()
+    return evaluation.eval["precision"][..., -1]
+
+
+def _mean(values: np.ndarray) -> float:
+    values = values[values > -1]
+    return float(100 * values.mean()) if values.size else float("nan")
+
+
+def diagnose(gt_json: str, detections: List[dict], relative_ranges: Sequence[float] = (0.01, 0.1)) -> dict:
+    """Diagnostics of `detections` (COCO results) against the COCO file `gt_json`, with COCO's matching; size
+    buckets by share of image area (small < relative_ranges[0] <= medium < relative_ranges[1] <= large)."""
+    with open(gt_json, encoding="utf-8") as f:
+        gt = json.load(f)
+    images = {image["id"]: image for image in gt["images"]}
+    annotations = []
+    for annotation in gt["annotations"]:
+        box = _to_unit_grid(annotation["bbox"], images[annotation["image_id"]])
+        annotations.append({**annotation, "bbox": box, "area": box[2] * box[3], "iscrowd": annotation.get("iscrowd", 0)})
+    unit_images = [{**image, "width": UNIT, "height": UNIT} for image in gt["images"]]
+    coco_gt = COCO()
+    coco_gt.dataset = {**gt, "images": unit_images, "annotations": annotations}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+    unit_detections = [{**d, "bbox": _to_unit_grid(d["bbox"], images[d["image_id"]])} for d in detections]
+    scores = np.array([d["score"] for d in detections], dtype=np.float64)
+    small, medium = (r * UNIT * UNIT for r in relative_ranges)
+    buckets = {"all": [0, 1e12], "s": [0, small], "m": [small, medium], "l": [medium, 1e12]}
+    result = {
+        "detections": len(detections),
+        "images": len(images),
+        "saturated_share": float((scores >= SATURATED_SCORE).mean()) if scores.size else 0.0,
+        "max_score": float(scores.max()) if scores.size else float("nan"),
+        "buckets": {},
+    }
+    if not unit_detections:
+        return result
+    by_class = _evaluate(coco_gt, unit_detections, list(buckets.values()), True)
+    agnostic = _evaluate(coco_gt, unit_detections, list(buckets.values()), False)
+    for index, (bucket, (low, high)) in enumerate(buckets.items()):
+        boxes = sum(1 for a in annotations if not a["iscrowd"] and low <= a["area"] <= high)
+        result["buckets"][bucket] = {
+            "gt_boxes": boxes,
+            "by_class": {"AP": _mean(by_class[..., index]), "AP50": _mean(by_class[0, ..., index]),
+                         "AP75": _mean(by_class[5, ..., index])},
+            "class_agnostic": {"AP": _mean(agnostic[..., index]), "AP50": _mean(agnostic[0, ..., index]),
+                               "AP75": _mean(agnostic[5, ..., index])},
+        }
+    return result
+
+
+def format_diagnostics(result: dict) -> str:
+    """A markdown table of `diagnose`'s result, one row per size bucket."""
+    lines = [
+        f"{result['detections']} detections on {result['images']} images; scored >= {SATURATED_SCORE}: "
+        f"{100 * result['saturated_share']:.1f}%; highest score {result['max_score']:.6f}",
+        "",
+        "| bucket | GT boxes | AP | AP50 | AP75 | class-agnostic AP50 | class-agnostic AP75 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for bucket, entry in result["buckets"].items():
+        by_class, agnostic = entry["by_class"], entry["class_agnostic"]
+        lines.append(f"| {bucket} | {entry['gt_boxes']} | {by_class['AP']:.1f} | {by_class['AP50']:.1f} | "
+                     f"{by_class['AP75']:.1f} | {agnostic['AP50']:.1f} | {agnostic['AP75']:.1f} |")
+    return "\n".join(lines)
