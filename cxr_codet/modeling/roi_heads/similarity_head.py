@@ -20,7 +20,7 @@ which only shrinks the prototype). A query with no proposal at all is left out o
 
 The BCE is summed over the C foreground classes (CoDet also sums the background logit, a constant 0
 that only adds log 2) and averaged over the query images in groups. Everything is batched over groups
-and queries with einsum; there is no Python loop over proposals, queries or groups.
+and queries with batched matmuls and einsum; there is no Python loop over proposals, queries or groups.
 """
 import fvcore.nn.weight_init as weight_init
 import torch
