@@ -20,6 +20,7 @@ from cxr_codet.data.datasets.phantom import (
     register_cxr_phantom,
 )
 from cxr_codet.data.datasets.phantom_render import render_phantom_image
+from cxr_codet.data.realism import dataset_realism
 
 NUM_CLASSES = len(VINDR_CXR_CLASSES)
 
@@ -85,9 +86,46 @@ def test_lesions_sit_where_the_finding_belongs():
     assert all(x > 0.5 and y < 0.45 for x, y in centres[name("Aortic enlargement")])
 
 
+def _style_statistics(style, count=28, size=256):
+    images, records = {}, []
+    for index in range(count):
+        sample = render_phantom_image(size, 9, index, None if index % 7 == 0 else index % NUM_CLASSES, style=style)
+        images[index] = sample.image
+        records.append({"file_name": index, "annotations": [{"bbox": box} for _, box in sample.boxes]})
+    return dataset_realism(records, read_image=images.__getitem__)
+
+
+def test_nih_like_style_draws_the_same_findings_in_looser_boxes():
+    for index in range(NUM_CLASSES):
+        plain = render_phantom_image(128, 4, index, index, with_background=True)
+        nih = render_phantom_image(128, 4, index, index, with_background=True, style="nih_like")
+        assert [c for c, _ in nih.boxes] == [c for c, _ in plain.boxes]
+        assert not np.array_equal(nih.image, plain.image) and not np.array_equal(nih.background, plain.background)
+        for (_, (x, y, w, h)), (_, (nx, ny, nw, nh)) in zip(plain.boxes, nih.boxes):
+            assert nx <= x and ny <= y and nx + nw >= x + w and ny + nh >= y + h  # padding only grows a box
+            assert 0 <= nx and 0 <= ny and nx + nw <= 128 and ny + nh <= 128
+            assert nw * nh > w * h or (nw, nh) == (128, 128)
+
+
+def test_nih_like_style_is_closer_to_the_nih_figures():
+    """The NIH box images' p25 intensity (0.31), median box side (0.22) and p95 lesion CNR (0.68), from
+    datasets/README.md: the nih_like style is nearer to each than the default style."""
+    plain, nih = _style_statistics("synthetic"), _style_statistics("nih_like")
+    for key, target in (("intensity_p25", 0.31), ("box_side_p50", 0.22), ("contrast_p95", 0.68)):
+        assert abs(nih[key] - target) < abs(plain[key] - target), (key, plain[key], nih[key])
+
+
+def test_unknown_style_is_named(tmp_path):
+    with pytest.raises(KeyError, match=r"unknown cxr_phantom style 'nih'; known styles: \['nih_like', 'synthetic'\]"):
+        register_cxr_phantom("phantom_bad_style", str(tmp_path), 4, 80, 0, style="nih")
+    assert os.path.basename(phantom_dir(str(tmp_path), 4, 80, 0, "nih_like")) == "v2-nih_like_n4_s80_seed0"
+    assert os.path.basename(phantom_dir(str(tmp_path), 4, 80, 0)) == "v2_n4_s80_seed0"
+
+
 def test_tiny_split_is_registered_and_loads(tmp_path):
     name = "cxr_phantom_tiny_train"
-    num_images, size, _ = BUILTIN_PHANTOM_SPLITS[name]
+    num_images, size, _, style = BUILTIN_PHANTOM_SPLITS[name]
+    assert style == "synthetic"
     dicts = DatasetCatalog.get(name)
     assert len(dicts) == num_images == 24
     metadata = MetadataCatalog.get(name)
@@ -148,7 +186,7 @@ def test_custom_registration_and_bad_parameters(tmp_path):
     dicts = DatasetCatalog.get("cxr_phantom_test_custom")
     assert len(dicts) == 5 and all(d["height"] == d["width"] == 80 for d in dicts)
     params = MetadataCatalog.get("cxr_phantom_test_custom").phantom_params
-    assert params == {"num_images": 5, "image_size": 80, "seed": 9}
+    assert params == {"num_images": 5, "image_size": 80, "seed": 9, "style": "synthetic"}
     with pytest.raises(ValueError, match="num_images >= 1 and image_size >= 64, got 0, 96"):
         ensure_cxr_phantom(str(tmp_path), 0, 96, seed=0)
 

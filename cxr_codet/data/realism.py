@@ -4,7 +4,7 @@ Used to compare the synthetic cxr_phantom with real radiographs (tools/phantom_r
 scale-free (intensities in [0, 1], box sizes as fractions of the image side), so 256 px phantoms and 512 px NIH
 images compare directly.
 """
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, Sequence
 
 import numpy as np
 
@@ -41,7 +41,7 @@ def _percentiles(values: Iterable[float], prefix: str) -> Dict[str, float]:
     return {f"{prefix}_p{p}": float(np.percentile(values, p)) for p in PERCENTILES}
 
 
-def dataset_realism(records: List[dict], read_image=None, pixels_per_image: int = 4096, seed: int = 0) -> Dict:
+def dataset_realism(records: Iterable[dict], read_image=None, pixels_per_image: int = 4096, seed: int = 0) -> Dict:
     """Statistics of detection records (detectron2 dicts with file_name and XYWH_ABS annotations):
     `intensity_*` percentiles of pixel values / 255 (a random sample of `pixels_per_image` per image),
     `image_std_*` of each image's own standard deviation / 255, `contrast_*` of lesion_contrast per box,
@@ -49,8 +49,9 @@ def dataset_realism(records: List[dict], read_image=None, pixels_per_image: int 
     read_image = read_image or read_gray
     rng = np.random.default_rng(seed)
     samples, image_stds, contrasts, sides, aspects = [], [], [], [], []
-    boxes = 0
+    boxes = images = 0
     for record in records:
+        images += 1
         image = read_image(record["file_name"])
         flat = image.reshape(-1)
         samples.append(flat[rng.integers(0, flat.size, pixels_per_image)] / 255.0)
@@ -62,7 +63,7 @@ def dataset_realism(records: List[dict], read_image=None, pixels_per_image: int 
             contrasts.append(lesion_contrast(image, ann["bbox"]))
             sides.append(np.sqrt(max(w, 0) * max(h, 0)) / scale)
             aspects.append(w / h if h > 0 else float("nan"))
-    result = {"images": len(records), "boxes": boxes}
+    result = {"images": images, "boxes": boxes}
     result.update(_percentiles(np.concatenate(samples) if samples else [], "intensity"))
     result.update(_percentiles(image_stds, "image_std"))
     result.update(_percentiles(contrasts, "contrast"))
@@ -102,7 +103,7 @@ def main(argv=None) -> None:
     for name in args.datasets:
         records = DatasetCatalog.get(name)
         records = records[: args.max_images] if args.max_images else records
-        results[name] = dataset_realism(list(tqdm(records, desc=name, unit="image")))
+        results[name] = dataset_realism(tqdm(records, desc=name, unit="image"))  # the bar follows the reading
     print(realism_table(results))
     if args.output:
         with open(args.output, "w") as f:

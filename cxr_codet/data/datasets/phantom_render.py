@@ -6,9 +6,13 @@ heart, mediastinum and aortic knob, spine, ribs, clavicles. Each finding is a dr
 location, draws its own appearance as an additive layer (optionally hiding lung markings) and reports the
 pixels that make up the visible lesion; its box is the tight box of those pixels. Exposure, contrast, blur and
 noise vary per image. The same seed always gives the same image.
+
+A `PhantomStyle` sets how the image is finished: the default ("synthetic") is the look every phantom result
+in MODEL_ZOO.md was measured on; "nih_like" moves lesion contrast, box looseness and the intensity histogram
+toward the NIH ChestX-ray14 box images (figures in datasets/README.md).
 """
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -19,6 +23,37 @@ LUNG_DARKNESS = 0.30  # how much darker aerated lung is than soft tissue
 MARKING_CONTRAST = 0.08  # vascular markings inside the lungs
 MAX_PLACEMENT_TRIES = 12
 MAX_BOX_OVERLAP = 0.15  # a new lesion's box may share at most this fraction of its area with earlier boxes
+
+
+@dataclass(frozen=True)
+class PhantomStyle:
+    """How a rendered image is finished; the anatomy, findings and their placement do not depend on it."""
+
+    lesion_gain: float = 1.0  # scales every lesion's attenuation: lower gives fainter lesions (lower CNR)
+    box_padding: Tuple[float, float] = (0.0, 0.0)  # each box side grows by U(lo, hi) x the box's size, clipped
+    tone: Sequence[Tuple[float, float]] = ()  # (input, output) intensity knots of a monotone tone curve; () = none
+
+
+# Built-in styles. "nih_like" is fitted to the 438 NIH ChestX-ray14 box images (tools/phantom_realism.py; figures
+# in datasets/README.md): its tone curve maps the synthetic style's intensity percentiles p5/p25/p50/p75/p95 onto
+# NIH's; its box padding (loose, annotator-style boxes) and lesion gain are the pair, on a small grid (gain 0.4-0.8,
+# padding up to 0.3-0.75), nearest to NIH's box-side and lesion-CNR percentiles (mean absolute difference).
+PHANTOM_STYLES: Dict[str, PhantomStyle] = {
+    "synthetic": PhantomStyle(),
+    "nih_like": PhantomStyle(
+        lesion_gain=0.55,
+        box_padding=(0.1, 0.6),
+        tone=((0.0, 0.0), (0.012, 0.016), (0.15, 0.31), (0.49, 0.49), (0.65, 0.68), (0.80, 0.86), (1.0, 1.0)),
+    ),
+}
+DEFAULT_STYLE = "synthetic"
+
+
+def phantom_style(name: str) -> PhantomStyle:
+    """The built-in style called `name`, with an error listing the known ones."""
+    if name not in PHANTOM_STYLES:
+        raise KeyError(f"unknown cxr_phantom style {name!r}; known styles: {sorted(PHANTOM_STYLES)}")
+    return PHANTOM_STYLES[name]
 
 
 @dataclass
@@ -478,22 +513,39 @@ def _choose_findings(rng: np.random.Generator, primary: Optional[int]) -> List[i
     return findings
 
 
-def _expose(attenuation: np.ndarray, exposure, noise: np.ndarray) -> np.ndarray:
-    """Detector response: gain/offset/gamma, slight blur, quantum noise, 8-bit quantisation."""
+def _expose(attenuation: np.ndarray, exposure, noise: np.ndarray, tone: Sequence[Tuple[float, float]] = ()) -> np.ndarray:
+    """Detector response: gain/offset/gamma, slight blur, quantum noise, the style's tone curve (if any), 8-bit
+    quantisation."""
     gain, offset, gamma, blur, noise_sigma = exposure
     intensity = np.clip(attenuation / 0.72 * gain + offset, 0.0, 1.0) ** gamma
     intensity = cv2.GaussianBlur(intensity.astype(np.float32), (0, 0), blur)
     intensity = intensity + noise_sigma * noise
+    if tone:
+        knots_in, knots_out = zip(*tone)
+        intensity = np.interp(intensity, knots_in, knots_out).astype(np.float32)
     return np.clip(intensity * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+def _pad_box(box: List[int], padding: Tuple[float, float], size: int, rng: np.random.Generator) -> List[int]:
+    """`box` [x, y, w, h] with each side moved out by U(padding) x its width or height, clipped to the image."""
+    x, y, w, h = box
+    left, right = rng.uniform(*padding, size=2) * w
+    top, bottom = rng.uniform(*padding, size=2) * h
+    x0, y0 = max(int(round(x - left)), 0), max(int(round(y - top)), 0)
+    x1, y1 = min(int(round(x + w + right)), size), min(int(round(y + h + bottom)), size)
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
 def render_phantom_image(
-    size: int, seed: int, index: int, primary: Optional[int], with_background: bool = False
+    size: int, seed: int, index: int, primary: Optional[int], with_background: bool = False,
+    style: str = DEFAULT_STYLE,
 ) -> PhantomImage:
     """Render image `index` of a split with random seed `seed`; `primary` is its main finding id (None: normal).
 
     With `with_background`, also renders the same image (same anatomy, exposure and noise) without any lesion.
+    `style` names a PHANTOM_STYLES entry; every style draws the same anatomy and findings for the same seed.
     """
+    finish = phantom_style(style)
     rng = np.random.default_rng([seed, index])
     canvas = Canvas(size, rng)
     exposure = (rng.uniform(0.85, 1.15), rng.uniform(-0.05, 0.05), rng.uniform(0.8, 1.25), rng.uniform(0.4, 0.7),
@@ -524,9 +576,14 @@ def render_phantom_image(
 
     lung = canvas.aerated
     anatomy = canvas.tissue - LUNG_DARKNESS * lung + heel
-    image = _expose(anatomy + MARKING_CONTRAST * lung * canvas.markings * (1.0 - hidden) + add, exposure, noise)
+    lesions = add if finish.lesion_gain == 1.0 else finish.lesion_gain * add
+    image = _expose(anatomy + MARKING_CONTRAST * lung * canvas.markings * (1.0 - hidden) + lesions, exposure, noise,
+                    finish.tone)
     background = None
     if with_background:
-        background = _expose(anatomy + MARKING_CONTRAST * lung * canvas.markings, exposure, noise)
+        background = _expose(anatomy + MARKING_CONTRAST * lung * canvas.markings, exposure, noise, finish.tone)
+    if finish.box_padding != (0.0, 0.0):
+        padding_rng = np.random.default_rng([seed, index, 0xB0C5])  # own stream: the other styles' draws stay put
+        boxes = [(category, _pad_box(box, finish.box_padding, size, padding_rng)) for category, box in boxes]
     boxes.sort(key=lambda item: (item[0], item[1]))
     return PhantomImage(image=image, boxes=boxes, background=background, unplaced=unplaced)
