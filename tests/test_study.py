@@ -128,6 +128,15 @@ def test_config_errors_surface_before_any_run(tmp_path, in_repo):
         plan_runs(load_study(no_test), tmp_path / "out", TRAIN_NET)
     with pytest.raises(StudyError, match=r"--only \['nope'\]: not rows of"):
         plan_runs(load_study(write_study(tmp_path, TWO_ROWS)), tmp_path / "out", TRAIN_NET, only=["nope"])
+    with pytest.raises(StudyError, match=r"--seed \[5\]: not seeds of .*; seeds: \[0, 1\]"):
+        plan_runs(load_study(write_study(tmp_path, TWO_ROWS)), tmp_path / "out", TRAIN_NET, seeds=[1, 5])
+
+
+def test_seed_selection_plans_only_those_seeds_row_major(tmp_path, in_repo):
+    plan = plan_runs(load_study(write_study(tmp_path, TWO_ROWS)), tmp_path / "out", TRAIN_NET, seeds=[1])
+    assert [(run.row.name, run.seed) for run in plan] == [("base", 1), ("better", 1)]
+    assert all(run.output_dir.name == "seed1" and "1" == run.command[run.command.index("SEED") + 1]
+               for run in plan)
 
 
 def test_run_state_skips_only_final_evaluations(tmp_path):

@@ -216,6 +216,16 @@ def select_rows(study: Study, only: Optional[Sequence[str]]) -> Tuple[StudyRow, 
     return tuple(row for row in study.rows if row.name in only)
 
 
+def select_seeds(study: Study, seeds: Optional[Sequence[int]]) -> Tuple[int, ...]:
+    """The seeds named by --seed (all when None), in the study's order: splits one study over machines."""
+    if not seeds:
+        return tuple(study.seeds)
+    unknown = sorted(set(seeds) - set(study.seeds))
+    if unknown:
+        raise StudyError(f"--seed {unknown}: not seeds of {study.path}; seeds: {list(study.seeds)}")
+    return tuple(seed for seed in study.seeds if seed in seeds)
+
+
 def run_dir(output_root, study: Study, row: StudyRow, seed: int) -> Path:
     return Path(output_root) / study.name / row.name / f"seed{seed}"
 
@@ -267,13 +277,15 @@ def check_configs(study: Study, rows: Sequence[StudyRow]) -> dict:
     return max_iter
 
 
-def plan_runs(study: Study, output_root, train_script, only=None, num_gpus=None) -> List[PlannedRun]:
-    """Every run of the selected rows, row-major, with its state and command."""
+def plan_runs(study: Study, output_root, train_script, only=None, num_gpus=None,
+              seeds=None) -> List[PlannedRun]:
+    """Every run of the selected rows and seeds, row-major, with its state and command."""
     rows = select_rows(study, only)
+    selected_seeds = select_seeds(study, seeds)
     max_iter = check_configs(study, rows)
     plan = []
     for row in rows:
-        for seed in study.seeds:
+        for seed in selected_seeds:
             output_dir = run_dir(output_root, study, row, seed)
             state = run_state(output_dir)
             command = train_command(study, row, seed, output_dir, state, train_script, num_gpus)
@@ -346,9 +358,9 @@ def run_lock(output_dir: Path):
 
 
 def run_study(study: Study, output_root, train_script, only=None, num_gpus=None, dry_run=False,
-              say: Callable[[str], None] = print) -> List[str]:
+              say: Callable[[str], None] = print, seeds=None) -> List[str]:
     """Train and evaluate every pending run, printing progress; returns one line per failed run."""
-    plan = plan_runs(study, output_root, train_script, only, num_gpus)
+    plan = plan_runs(study, output_root, train_script, only, num_gpus, seeds)
     counts = {state: sum(run.state == state for run in plan) for state in ("done", "resume", "new")}
     say(f"[{study.name}] {len(plan)} runs: {counts['done']} done, {counts['resume']} to resume, "
         f"{counts['new']} to start; output {Path(output_root) / study.name}")
@@ -467,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-root", type=Path, default=Path("output/studies"),
                         help="runs go to OUTPUT_ROOT/<study name>/<row>/seed<S>/ (default: output/studies)")
     parser.add_argument("--only", action="append", metavar="ROW", help="run only this row (repeatable)")
+    parser.add_argument("--seed", action="append", type=int, metavar="S", dest="seeds",
+                        help="run only this seed of the study's seeds (repeatable); the table still shows all")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the study and print each run's state and command; train nothing")
     parser.add_argument("--table-only", action="store_true", help="train nothing, only write the table")
@@ -489,7 +503,7 @@ def _main(args: argparse.Namespace, train_script) -> int:
     try:
         study = load_study(args.study)
         failures = [] if args.table_only else run_study(
-            study, args.output_root, train_script, args.only, args.num_gpus, args.dry_run)
+            study, args.output_root, train_script, args.only, args.num_gpus, args.dry_run, seeds=args.seeds)
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
