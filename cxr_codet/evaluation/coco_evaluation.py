@@ -57,7 +57,7 @@ def _absolute_size_buckets(relative_area_ranges):
     )
 
 
-def _relative_size_buckets(relative_area_ranges):
+def relative_size_buckets(relative_area_ranges):
     """Buckets by box area / image area, split at the two given fractions."""
     if len(relative_area_ranges) != 2 or not 0 < relative_area_ranges[0] < relative_area_ranges[1] <= 1:
         raise ValueError(
@@ -73,7 +73,7 @@ def _relative_size_buckets(relative_area_ranges):
     )
 
 
-SIZE_BUCKETS = {"absolute": _absolute_size_buckets, "relative": _relative_size_buckets}
+SIZE_BUCKETS = {"absolute": _absolute_size_buckets, "relative": relative_size_buckets}
 
 
 def _announce_pycocotools_once():
@@ -119,7 +119,7 @@ class CXRCOCOEvaluator(COCOEvaluator):
         self._json_file = self._metadata.json_file
         if self._do_evaluation:
             self._check_ground_truth()
-            self._eval_gt = (_with_relative_areas(self._coco_api) if self._buckets.relative
+            self._eval_gt = (with_relative_areas(self._coco_api) if self._buckets.relative
                              else self._coco_api)
 
     def _check_ground_truth(self):
@@ -268,12 +268,7 @@ class CXRCOCOEvaluator(COCOEvaluator):
             with contextlib.redirect_stdout(io.StringIO()):
                 coco_dt.createIndex()
             return coco_dt
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_dt = self._eval_gt.loadRes([dict(r) for r in coco_results])
-        if self._buckets.relative:
-            for ann in coco_dt.anns.values():
-                ann["area"] = ann["area"] / _image_area(self._eval_gt, ann["image_id"])
-        return coco_dt
+        return load_detections(self._eval_gt, coco_results, relative_areas=self._buckets.relative)
 
     def _derive_results(self, coco_eval):
         """Percent metrics from an evaluated COCOeval, without entries that have no ground truth."""
@@ -404,7 +399,18 @@ def _image_area(coco, image_id):
     return float(img["width"]) * float(img["height"])
 
 
-def _with_relative_areas(coco):
+def load_detections(coco_gt, coco_results, relative_areas=False):
+    """COCO results (a non-empty list of dicts) as a COCO object over `coco_gt`'s images; with `relative_areas`,
+    their areas are fractions of their image's area, as relative size buckets expect."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes([dict(r) for r in coco_results])
+    if relative_areas:
+        for ann in coco_dt.anns.values():
+            ann["area"] = ann["area"] / _image_area(coco_gt, ann["image_id"])
+    return coco_dt
+
+
+def with_relative_areas(coco):
     """A copy of ground truth whose annotation areas are fractions of their image's area."""
     relative = COCO()
     relative.dataset = dict(coco.dataset)

@@ -8,30 +8,23 @@ bucket holds (tools/detection_diagnostics.py over a run's coco_instances_results
 """
 import contextlib
 import io
-import json
 from typing import List, Sequence
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from .coco_evaluation import load_detections, relative_size_buckets, with_relative_areas
+
 SATURATED_SCORE = 0.999999
 
 
-UNIT = 1000.0  # every image is mapped onto a UNIT x UNIT grid: areas become shares of the image, IoUs do not change
-
-
-def _to_unit_grid(box: Sequence[float], image: dict) -> List[float]:
-    sx, sy = UNIT / image["width"], UNIT / image["height"]
-    return [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
-
-
-def _evaluate(coco_gt: COCO, detections: List[dict], area_ranges: List[list], use_categories: bool) -> np.ndarray:
+def _evaluate(coco_gt: COCO, coco_dt: COCO, area_ranges: Sequence, use_categories: bool) -> np.ndarray:
     """COCO precision [IoU, recall, class, area range] (maxDets 100)."""
     with contextlib.redirect_stdout(io.StringIO()):
-        evaluation = COCOeval(coco_gt, coco_gt.loadRes(detections), "bbox")
+        evaluation = COCOeval(coco_gt, coco_dt, "bbox")
         evaluation.params.useCats = int(use_categories)
-        evaluation.params.areaRng = area_ranges
+        evaluation.params.areaRng = [list(r) for r in area_ranges]
         evaluation.params.areaRngLbl = [str(i) for i in range(len(area_ranges))]
         evaluation.evaluate()
         evaluation.accumulate()
@@ -45,38 +38,28 @@ def _mean(values: np.ndarray) -> float:
 
 def diagnose(gt_json: str, detections: List[dict], relative_ranges: Sequence[float] = (0.01, 0.1)) -> dict:
     """Diagnostics of `detections` (COCO results) against the COCO file `gt_json`, with COCO's matching; size
-    buckets by share of image area (small < relative_ranges[0] <= medium < relative_ranges[1] <= large)."""
-    with open(gt_json, encoding="utf-8") as f:
-        gt = json.load(f)
-    images = {image["id"]: image for image in gt["images"]}
-    annotations = []
-    for annotation in gt["annotations"]:
-        box = _to_unit_grid(annotation["bbox"], images[annotation["image_id"]])
-        annotations.append({**annotation, "bbox": box, "area": box[2] * box[3], "iscrowd": annotation.get("iscrowd", 0)})
-    unit_images = [{**image, "width": UNIT, "height": UNIT} for image in gt["images"]]
-    coco_gt = COCO()
-    coco_gt.dataset = {**gt, "images": unit_images, "annotations": annotations}
+    buckets by share of image area as the evaluator's TEST.SIZE_BUCKETS "relative" (small < relative_ranges[0]
+    <= medium < relative_ranges[1] <= large)."""
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt.createIndex()
-    unit_detections = [{**d, "bbox": _to_unit_grid(d["bbox"], images[d["image_id"]])} for d in detections]
+        coco_gt = with_relative_areas(COCO(gt_json))
+    buckets = dict(zip(("all", "s", "m", "l"), relative_size_buckets(relative_ranges).area_ranges))
     scores = np.array([d["score"] for d in detections], dtype=np.float64)
-    small, medium = (r * UNIT * UNIT for r in relative_ranges)
-    buckets = {"all": [0, 1e12], "s": [0, small], "m": [small, medium], "l": [medium, 1e12]}
     result = {
         "detections": len(detections),
-        "images": len(images),
+        "images": len(coco_gt.imgs),
         "saturated_share": float((scores >= SATURATED_SCORE).mean()) if scores.size else 0.0,
         "max_score": float(scores.max()) if scores.size else float("nan"),
         "buckets": {},
     }
-    if not unit_detections:
+    if not detections:
         return result
-    by_class = _evaluate(coco_gt, unit_detections, list(buckets.values()), True)
-    agnostic = _evaluate(coco_gt, unit_detections, list(buckets.values()), False)
+    coco_dt = load_detections(coco_gt, detections, relative_areas=True)
+    by_class = _evaluate(coco_gt, coco_dt, list(buckets.values()), True)
+    agnostic = _evaluate(coco_gt, coco_dt, list(buckets.values()), False)
+    annotations = [a for a in coco_gt.dataset["annotations"] if not a.get("iscrowd", 0)]
     for index, (bucket, (low, high)) in enumerate(buckets.items()):
-        boxes = sum(1 for a in annotations if not a["iscrowd"] and low <= a["area"] <= high)
         result["buckets"][bucket] = {
-            "gt_boxes": boxes,
+            "gt_boxes": sum(1 for a in annotations if low <= a["area"] <= high),
             "by_class": {"AP": _mean(by_class[..., index]), "AP50": _mean(by_class[0, ..., index]),
                          "AP75": _mean(by_class[5, ..., index])},
             "class_agnostic": {"AP": _mean(agnostic[..., index]), "AP50": _mean(agnostic[0, ..., index]),

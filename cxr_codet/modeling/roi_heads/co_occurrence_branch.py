@@ -7,6 +7,7 @@ co-occurrence branch reuses the box head instead of running it a second time.
 from typing import List, Optional
 
 import torch
+from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
 
 from .similarity_head import CoOccurrenceHead
@@ -39,8 +40,14 @@ def check_supported_heads(cfg) -> None:
 
 
 class CoOccurrenceBranchMixin:
-    """Mixed into a detectron2 ROIHeads that has `box_predictor` (OpenVocabularyOutputLayers),
-    `co_occurrence` (CoOccurrenceHead or None) and `_region_features(features, boxes) -> [R, F]`."""
+    """Mixed into a detectron2 ROIHeads (before it in the bases) that has `box_predictor`
+    (OpenVocabularyOutputLayers) and `_region_features(features, boxes) -> [R, F]`; adds `co_occurrence`."""
+
+    @configurable
+    def __init__(self, *, co_occurrence=None, **kwargs):
+        """`co_occurrence`: a CoOccurrenceHead, or None to train with box losses only."""
+        super().__init__(**kwargs)
+        self.co_occurrence = co_occurrence
 
     def _top_proposal_boxes(self, proposals: List[Instances], concept_groups) -> Optional[List[Boxes]]:
         """Per image, the top-N RPN proposals by objectness (detached) for images in groups, else none."""

@@ -7,7 +7,6 @@ against the classifier's active vocabulary (see `OpenVocabularyOutputLayers.set_
 from typing import Dict, List
 
 import torch
-from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads, StandardROIHeads
 from detectron2.structures import Boxes
@@ -19,12 +18,6 @@ from .open_vocab_fast_rcnn import OpenVocabularyOutputLayers
 @ROI_HEADS_REGISTRY.register()
 class CXRCoDetROIHeads(CoOccurrenceBranchMixin, StandardROIHeads):
     """FPN ROI heads (pooler + FC box head) with the open-vocabulary classifier and co-occurrence branch."""
-
-    @configurable
-    def __init__(self, *, co_occurrence=None, **kwargs):
-        """`co_occurrence`: a CoOccurrenceHead, or None to train with box losses only."""
-        super().__init__(**kwargs)
-        self.co_occurrence = co_occurrence
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -55,12 +48,6 @@ class CXRCoDetROIHeads(CoOccurrenceBranchMixin, StandardROIHeads):
 @ROI_HEADS_REGISTRY.register()
 class CXRCoDetRes5ROIHeads(CoOccurrenceBranchMixin, Res5ROIHeads):
     """C4 ROI heads (CoDet's COCO setting): res5 on pooled res4 features, mean-pooled to 2048-d (R50)."""
-
-    @configurable
-    def __init__(self, *, co_occurrence=None, **kwargs):
-        """`co_occurrence`: a CoOccurrenceHead, or None to train with box losses only."""
-        super().__init__(**kwargs)
-        self.co_occurrence = co_occurrence
 
     @classmethod
     def from_config(cls, cfg, input_shape):
