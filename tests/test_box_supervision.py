@@ -235,9 +235,9 @@ def test_weak_label_study_rows_build_and_pair_each_fraction():
     assert study["seeds"] == [0, 1, 2]
     by_fraction = {}
     for row in study["rows"]:
-        opts = [str(v) for v in study["overrides"] + row.get("overrides", [])]
+        opts = [str(v) for v in study.get("overrides", []) + row.get("overrides", [])]
         cfg = build_cfg(str(REPO_ROOT / row["config"]), opts, cpu=True)
-        assert cfg.SOLVER.MAX_ITER == 300 and cfg.SOLVER.IMS_PER_BATCH == 8
+        assert cfg.SOLVER.MAX_ITER == 850 and cfg.SOLVER.IMS_PER_BATCH == 8  # the component study's budget
         by_fraction.setdefault(cfg.DATASETS.TRAIN_BOX_FRACTION, {})[cfg.MODEL.META_ARCHITECTURE] = cfg
     assert sorted(by_fraction) == [0.1, 0.25, 1.0]
     for pair in by_fraction.values():
