@@ -513,7 +513,8 @@ def _choose_findings(rng: np.random.Generator, primary: Optional[int]) -> List[i
     return findings
 
 
-def _expose(attenuation: np.ndarray, exposure, noise: np.ndarray, tone: Sequence[Tuple[float, float]] = ()) -> np.ndarray:
+def _expose(attenuation: np.ndarray, exposure, noise: np.ndarray,
+            tone: Sequence[Tuple[float, float]] = ()) -> np.ndarray:
     """Detector response: gain/offset/gamma, slight blur, quantum noise, the style's tone curve (if any), 8-bit
     quantisation."""
     gain, offset, gamma, blur, noise_sigma = exposure
@@ -576,7 +577,7 @@ def render_phantom_image(
 
     lung = canvas.aerated
     anatomy = canvas.tissue - LUNG_DARKNESS * lung + heel
-    lesions = add if finish.lesion_gain == 1.0 else finish.lesion_gain * add
+    lesions = finish.lesion_gain * add  # x 1.0 leaves every value as it was: the default style is unchanged
     image = _expose(anatomy + MARKING_CONTRAST * lung * canvas.markings * (1.0 - hidden) + lesions, exposure, noise,
                     finish.tone)
     background = None
