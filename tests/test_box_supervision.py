@@ -230,7 +230,8 @@ def test_batch_without_any_box_gives_zero_box_losses_and_trains_co_occurrence(tm
 
 def test_weak_label_study_rows_build_and_pair_each_fraction():
     """studies/phantom_weak_labels.yaml: every row's config and overrides build; at each fraction the baseline
-    drops the image-level-only images and CXR-CoDet keeps them."""
+    drops the image-level-only images and CXR-CoDet keeps them; the box-only control (co-occurrence off) at
+    fraction 0.1 drops them like the baseline."""
     study = yaml.safe_load((REPO_ROOT / "studies" / "phantom_weak_labels.yaml").read_text())
     assert study["seeds"] == [0, 1, 2]
     by_fraction = {}
@@ -238,9 +239,14 @@ def test_weak_label_study_rows_build_and_pair_each_fraction():
         opts = [str(v) for v in study.get("overrides", []) + row.get("overrides", [])]
         cfg = build_cfg(str(REPO_ROOT / row["config"]), opts, cpu=True)
         assert cfg.SOLVER.MAX_ITER == 850 and cfg.SOLVER.IMS_PER_BATCH == 8  # the component study's budget
-        by_fraction.setdefault(cfg.DATASETS.TRAIN_BOX_FRACTION, {})[cfg.MODEL.META_ARCHITECTURE] = cfg
+        model = cfg.MODEL.META_ARCHITECTURE
+        if model == "CXRCoDet" and not cfg.MODEL.ROI_BOX_HEAD.CO_OCCURRENCE_ON:
+            model = "box-only control"
+        by_fraction.setdefault(cfg.DATASETS.TRAIN_BOX_FRACTION, {})[model] = cfg
     assert sorted(by_fraction) == [0.1, 0.25, 1.0]
-    for pair in by_fraction.values():
-        assert pair["GeneralizedRCNN"].DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY
-        assert not pair["CXRCoDet"].DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY
-        assert pair["CXRCoDet"].DATALOADER.BOX_IMAGES_PER_BATCH == 2
+    for cells in by_fraction.values():
+        assert cells["GeneralizedRCNN"].DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY
+        assert not cells["CXRCoDet"].DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY
+        assert cells["CXRCoDet"].DATALOADER.BOX_IMAGES_PER_BATCH == 2
+    control = by_fraction[0.1]["box-only control"]
+    assert control.DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY and control.DATALOADER.SAMPLER_TRAIN == "TrainingSampler"
