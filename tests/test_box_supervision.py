@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.utils.events import EventStorage
@@ -20,6 +19,7 @@ from cxr_codet.data.build import build_cxr_train_loader
 from cxr_codet.data.datasets.coco_cxr import register_cxr_coco
 from cxr_codet.data.samplers import NO_CONCEPT, ConceptGroupSampler, groups_per_batch
 from cxr_codet.engine.launcher import build_cfg
+from cxr_codet.engine.study import load_study
 from cxr_codet.engine.trainer import check_image_level_only_support
 
 BOX_LOSSES = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg")
@@ -228,16 +228,16 @@ def test_batch_without_any_box_gives_zero_box_losses_and_trains_co_occurrence(tm
     assert model.roi_heads.co_occurrence.sim_mlp.fc1.weight.grad.abs().sum() > 0
 
 
-def test_weak_label_study_rows_build_and_pair_each_fraction():
-    """studies/phantom_weak_labels.yaml: every row's config and overrides build; at each fraction the baseline
-    drops the image-level-only images and CXR-CoDet keeps them; the box-only control (co-occurrence off) at
-    fraction 0.1 drops them like the baseline."""
-    study = yaml.safe_load((REPO_ROOT / "studies" / "phantom_weak_labels.yaml").read_text())
-    assert study["seeds"] == [0, 1, 2]
+def test_weak_label_study_rows_build_and_pair_each_fraction(monkeypatch):
+    """studies/phantom_weak_labels.yaml, read as the study runner reads it: every row's config and overrides
+    build; at each fraction the baseline drops the image-level-only images and CXR-CoDet keeps them; the
+    box-only control (co-occurrence off) at fraction 0.1 drops them like the baseline."""
+    monkeypatch.chdir(REPO_ROOT)  # study files name configs relative to the repository
+    study = load_study(REPO_ROOT / "studies" / "phantom_weak_labels.yaml")
+    assert list(study.seeds) == [0, 1, 2]
     by_fraction = {}
-    for row in study["rows"]:
-        opts = [str(v) for v in study.get("overrides", []) + row.get("overrides", [])]
-        cfg = build_cfg(str(REPO_ROOT / row["config"]), opts, cpu=True)
+    for row in study.rows:
+        cfg = build_cfg(row.config, [*study.overrides, *row.overrides], cpu=True)
         assert cfg.SOLVER.MAX_ITER == 850 and cfg.SOLVER.IMS_PER_BATCH == 8  # the component study's budget
         model = cfg.MODEL.META_ARCHITECTURE
         if model == "CXRCoDet" and not cfg.MODEL.ROI_BOX_HEAD.CO_OCCURRENCE_ON:
