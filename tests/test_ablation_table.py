@@ -11,6 +11,7 @@ from cxr_codet.evaluation.ablation_table import (
     Row,
     ablation_table,
     difference_interval,
+    paired_difference,
     format_cell,
     load_run,
     main,
@@ -203,6 +204,36 @@ def test_seeded_table_prints_mean_interval_deltas_and_missing_runs(tmp_path):
     assert list(per_class) == ["A", "B"] and per_class["A"]["mean"] == pytest.approx(73.0)
     assert per_class["A"]["ci95"] == pytest.approx([73.0 - half, 73.0 + half])
     assert data["rows"][2]["per_class_ap50"] == {}
+
+
+def test_rows_with_seeds_get_a_paired_interval_that_sees_a_shift_welch_misses(tmp_path):
+    """Seeds that differ a lot but move both rows together (e.g. the same boxed subset per seed): Welch's
+    interval spans 0, the interval of the per-seed differences (+2, +2.5, +1.5; seed 3 only in one row) does not."""
+    def row(name, values, **kwargs):
+        runs = tuple(load_run(f"{name} seed {seed}", write_run(tmp_path, f"{name}{seed}", {"d": bbox(v, 20.0, 10.0)}))
+                     for seed, v in values.items())
+        return Row(name, runs, seeds=tuple(values), **kwargs)
+    base = row("base", {0: 50.0, 1: 60.0, 2: 70.0})
+    new = row("new", {0: 52.0, 1: 62.5, 2: 71.5, 3: 99.0})
+    data = table_data([base, new])
+    entry = data["rows"][1]["metrics"]["AP50"]
+    welch = stats.ttest_ind([52.0, 62.5, 71.5, 99.0], [50.0, 60.0, 70.0], equal_var=False).confidence_interval()
+    assert entry["delta_ci95"] == pytest.approx([welch.low, welch.high]) and welch.low < 0
+    paired = stats.ttest_rel([52.0, 62.5, 71.5], [50.0, 60.0, 70.0]).confidence_interval()
+    assert entry["paired"]["seeds"] == [0, 1, 2] and entry["paired"]["mean"] == pytest.approx(2.0)
+    assert entry["paired"]["ci95"] == pytest.approx([paired.low, paired.high]) and paired.low > 0
+    assert data["rows"][1]["metrics"]["APm"]["paired"]["ci95"] == [0.0, 0.0]  # no shift: not marked
+    table = render_markdown(data)
+    assert "\u2020 where the 95% t-interval of the per-seed differences (paired by seed) does." in table
+    half = stats.t.ppf(0.975, 3) * stats.tstd([52.0, 62.5, 71.5, 99.0]) / 2
+    assert f"| new | 4 | 71.2 ± {half:.1f} (+11.2\u2020) | 20.0 ± 0.0 (+0.0) | 10.0 ± 0.0 (+0.0) |" in table
+    summary, seeds = paired_difference({0: 1.0, 1: float("nan")}, {0: 0.5, 1: 2.0})
+    assert seeds == [0] and (summary.n, summary.mean, summary.half_width) == (1, 0.5, None)
+    # Rows without seeds (tools/ablation_table.py) have no paired entry and no dagger in the caption.
+    plain = table_data([Row("base", base.runs), Row("new", new.runs)])
+    assert "paired" not in plain["rows"][1]["metrics"]["AP50"] and "\u2020" not in render_markdown(plain)
+    with pytest.raises(ValueError, match=r"row 'x': 1 seeds for 3 runs"):
+        Row("x", base.runs, seeds=(0,))
 
 
 def test_extra_metric_only_when_every_run_has_it_and_rows_without_runs_cannot_make_a_table(tmp_path):

@@ -204,11 +204,14 @@ def test_runner_trains_each_row_and_seed_reports_failures_and_tabulates(tmp_path
     table = (out / "demo" / "table.md").read_text()
     assert table == printed[printed.index("### Study `demo`"):printed.index("[demo] table written")]
     assert "| base (base) | 2 | 60.5 ± 6.4 | 30.5 ± 6.4 | 19.5 ± 6.4 |" in table  # t(0.975, 1) * 0.707 / 1.414
-    assert "| LR 0.01 | 2 | 70.5 ± 6.4 (+10.0*) | 30.5 ± 6.4 (+0.0) | 19.5 ± 6.4 (+0.0) |" in table
+    # Paired by seed the shift is +10 on both seeds: the per-seed interval excludes 0 too (dagger).
+    assert "| LR 0.01 | 2 | 70.5 ± 6.4 (+10.0*\u2020) | 30.5 ± 6.4 (+0.0) | 19.5 ± 6.4 (+0.0) |" in table
     assert "| broken | 0 of 2 (missing: seed 0, seed 1) | missing | missing | missing |" in table
     data = json.loads((out / "demo" / "table.json").read_text())
     assert data["study"] == "demo" and data["seeds"] == [0, 1] and data["rows"][1]["name"] == "better"
     assert data["rows"][1]["overrides"] == ["SOLVER.BASE_LR", "0.01", "INPUT.MIN_SIZE_TRAIN", "(128, 160)"]
+    assert data["rows"][1]["metrics"]["AP50"]["paired"] == {"seeds": [0, 1], "n": 2, "mean": 10.0, "std": 0.0,
+                                                           "half_width": 0.0, "ci95": [10.0, 10.0]}
     assert (out / "demo" / "per_class_ap50.png").stat().st_size > 5000
 
     # Rerunning trains only what is not done; --only limits it to one row.
@@ -420,4 +423,5 @@ def test_tiny_study_killed_mid_way_resumes_and_tabulates_its_runs(tmp_path, in_r
     half = stats.t.ppf(0.975, 1) * np.std([40.0, 43.0], ddof=1) / math.sqrt(2)
     assert f"| base (base) | 2 | 41.5 ± {half:.1f} |" in table
     # Both t-intervals overlap, yet Welch's interval of the difference, 10 ± 9.1 (df 2), excludes 0: starred.
-    assert f"| LR 0.005 | 2 | 51.5 ± {half:.1f} (+10.0*) |" in table
+    # APm moves by -1 on both seeds: within Welch's interval, outside the paired one (dagger only).
+    assert f"| LR 0.005 | 2 | 51.5 ± {half:.1f} (+10.0*\u2020) | 20.0 ± {2 * half / 3:.1f} (-1.0\u2020) |" in table

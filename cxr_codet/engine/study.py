@@ -411,15 +411,16 @@ def study_table(study: Study, output_root, precision: int = 1) -> dict:
     """The table of all finished runs (missing seeds and rows marked): JSON-ready data plus 'markdown'."""
     rows = []
     for row in study.rows:
-        runs, missing = [], []
+        runs, seeds, missing = [], [], []
         for seed in study.seeds:
             output_dir = run_dir(output_root, study, row, seed)
             if run_state(output_dir) == "done":
                 runs.append(load_run(f"{row.label} seed {seed}", output_dir))
+                seeds.append(seed)
             else:
                 missing.append(f"seed {seed}")
         compare_to = None if row.compare_to is None else study.row(row.compare_to).label
-        rows.append(Row(row.label, tuple(runs), tuple(missing), compare_to))
+        rows.append(Row(row.label, tuple(runs), tuple(missing), compare_to, tuple(seeds)))
     data = table_data(rows, study.dataset, study.row(study.base).label, study.metrics)
     for entry, row in zip(data["rows"], study.rows):
         entry.update(name=row.name, config=row.config, overrides=list(row.overrides),

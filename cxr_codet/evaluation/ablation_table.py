@@ -2,7 +2,9 @@
 
 A row holds one run (tools/ablation_table.py) or the seeds of one setting (tools/run_study.py); with seeds,
 a cell is the mean over them and the half-width of its 95% t-interval, and the delta to the base row is
-marked when the 95% Welch interval of the difference excludes 0. Reads each run's
+marked when the 95% Welch interval of the difference excludes 0, and separately when the interval of the
+per-seed differences does (paired by seed: rows whose seed draws something shared, such as a study's boxed
+subset, differ less from seed to seed than from each other). Reads each run's
 OUTPUT_DIR/eval_results.json (`{dataset: {"bbox": {metric: value in percent}}}`, see results_io.py).
 Deltas are computed from the means as printed (rounded to `precision`), so each row's arithmetic checks
 out on the page. A metric without ground truth (null or NaN, or listed under
@@ -33,6 +35,7 @@ _NOT_EXTRA_COLUMNS = ("AP", "AP75", "APs", CLASSES_WITHOUT_GT_KEY, SIZE_BUCKETS_
 # ("FROC-sens@<rate>[-<class>]", summarised by the FROC-CPM column); a study lists them under `metrics` if wanted.
 _PER_CLASS_PREFIXES = (PER_CLASS_AP50_PREFIX, "AP-", "AP@", "FROC-CPM-", "FROC-sens@")
 SIGNIFICANT = "*"
+PAIRED_SIGNIFICANT = "\u2020"  # a dagger: the paired-by-seed interval of the difference excludes 0
 MISSING = "missing"
 
 
@@ -47,13 +50,19 @@ class Run:
 
 @dataclass(frozen=True)
 class Row:
-    """One table row: a setting's label, its evaluated runs (one per seed), the runs it lacks and, when its
-    delta is not against the table's base row, the label of the row it is compared with."""
+    """One table row: a setting's label, its evaluated runs (one per seed), the runs it lacks, when its
+    delta is not against the table's base row the label of the row it is compared with, and, when known,
+    the seed of each run (in the order of `runs`), which pairs its runs with the reference row's."""
 
     label: str
     runs: Tuple[Run, ...]
     missing: Tuple[str, ...] = ()
     compare_to: Optional[str] = None
+    seeds: Tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.seeds and len(self.seeds) != len(self.runs):
+            raise ValueError(f"row {self.label!r}: {len(self.seeds)} seeds for {len(self.runs)} runs")
 
     @property
     def expected(self) -> int:
@@ -104,6 +113,14 @@ def difference_interval(
     dof = (va + vb) ** 2 / (va ** 2 / (a.n - 1) + vb ** 2 / (b.n - 1))
     half_width = float(stats.t.ppf(0.5 + confidence / 2, dof)) * math.sqrt(va + vb)
     return (difference - half_width, difference + half_width)
+
+
+def paired_difference(
+    a: Dict[int, float], b: Dict[int, float], confidence: float = CONFIDENCE
+) -> Tuple[Summary, List[int]]:
+    """Mean and t-interval of a[seed] - b[seed] over the seeds both have finite values for, and those seeds."""
+    seeds = [seed for seed in a if seed in b and math.isfinite(a[seed]) and math.isfinite(b[seed])]
+    return summarize([a[seed] - b[seed] for seed in seeds], confidence), seeds
 
 
 def parse_run_spec(spec: str) -> Tuple[str, Path]:
@@ -295,6 +312,11 @@ def table_data(
                 entry["delta"] = summary.mean - base_summary.mean if both else None
                 interval = difference_interval(summary, base_summary, confidence)
                 entry["delta_ci95"] = None if interval is None else list(interval)
+                if row.seeds and by_label[reference].seeds:
+                    paired, seeds = paired_difference(
+                        _by_seed(row, dataset, task, metric), _by_seed(by_label[reference], dataset, task, metric),
+                        confidence)
+                    entry["paired"] = {"seeds": seeds, **_summary_json(paired)}
             row_metrics[metric] = entry
         data_rows.append({
             "label": row.label,
@@ -313,6 +335,14 @@ def table_data(
             "metrics": metrics, "rows": data_rows}
 
 
+def _by_seed(row: Row, dataset: str, task: str, metric: str) -> Dict[int, float]:
+    return {seed: metric_value(run, dataset, task, metric) for seed, run in zip(row.seeds, row.runs)}
+
+
+def _excludes_zero(interval: Optional[Sequence[float]]) -> bool:
+    return interval is not None and (interval[0] > 0 or interval[1] < 0)
+
+
 def _summary_from_json(entry: dict) -> Summary:
     if entry["n"] == 0:
         return Summary(0, math.nan, math.nan, None)
@@ -329,13 +359,16 @@ def render_markdown(data: dict, precision: int = 1) -> str:
     row has several seeds or misses runs."""
     seeded = _seeded(data)
     metrics, percent = data["metrics"], round(100 * data["confidence"])
+    paired = any("paired" in entry for row in data["rows"] for entry in row["metrics"].values())
     own = any(not row["is_base"] and row["compared_to"] != data["base"] for row in data["rows"])
     reference = f"base {'row' if seeded else 'run'} {data['base']!r}" + (" (or the row after 'vs')" if own else "")
     if seeded:
         caption = (
             f"{data['task']} results on {data['dataset']} (%): mean over n seeds ± half-width of the "
             f"{percent}% t-interval (no interval when n = 1); in parentheses: difference of means from the "
-            f"{reference}, {SIGNIFICANT} where the {percent}% Welch interval of that difference excludes 0."
+            f"{reference}, {SIGNIFICANT} where the {percent}% Welch interval of that difference excludes 0"
+            + (f", {PAIRED_SIGNIFICANT} where the {percent}% t-interval of the per-seed differences (paired by "
+               "seed) does." if paired else ".")
         )
     else:
         caption = (f"{data['task']} results on {data['dataset']} (%); in parentheses: difference from the "
@@ -364,9 +397,11 @@ def render_markdown(data: dict, precision: int = 1) -> str:
                 continue
             base = None if row["is_base"] else _summary_from_json(
                 by_label[row["compared_to"]]["metrics"][metric])
-            interval = entry.get("delta_ci95")
-            significant = interval is not None and (interval[0] > 0 or interval[1] < 0)
-            cells.append(format_summary(_summary_from_json(entry), base, precision, significant))
+            significant = _excludes_zero(entry.get("delta_ci95"))
+            cell = format_summary(_summary_from_json(entry), base, precision, significant)
+            if _excludes_zero(entry.get("paired", {}).get("ci95")):
+                cell = cell[:-1] + PAIRED_SIGNIFICANT + ")"
+            cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
