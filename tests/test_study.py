@@ -290,6 +290,17 @@ def test_shipped_studies_are_valid(in_repo):
         study_module.check_configs(study, study.rows)
 
 
+def test_rows_shared_between_cpu_studies_are_the_same_runs(in_repo):
+    """MODEL_ZOO.md reuses phantom_components' concept_sampler and cxr_codet runs in the co-occurrence-weight
+    study: the rows must be identical (config, overrides, study-wide overrides, seeds)."""
+    components = load_study("studies/phantom_components.yaml")
+    weight = load_study("studies/phantom_cooccurrence_weight.yaml")
+    assert (components.overrides, components.seeds) == (weight.overrides, weight.seeds)
+    for shared, original in (("concept_sampler", "concept_sampler"), ("weight_0.1", "cxr_codet")):
+        a, b = weight.row(shared), components.row(original)
+        assert (a.config, a.overrides) == (b.config, b.overrides), shared
+
+
 def test_vindr_paper_study_runs_the_paper_config_and_every_ablation_unchanged(in_repo):
     study = load_study("studies/vindr_paper.yaml")
     configs = {row.config for row in study.rows}
