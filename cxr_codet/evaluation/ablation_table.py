@@ -2,9 +2,9 @@
 
 A row holds one run (tools/ablation_table.py) or the seeds of one setting (tools/run_study.py); with seeds,
 a cell is the mean over them and the half-width of its 95% t-interval, and the delta to the base row is
-marked when the 95% Welch interval of the difference excludes 0, and separately when the interval of the
-per-seed differences does (paired by seed: rows whose seed draws something shared, such as a study's boxed
-subset, differ less from seed to seed than from each other). Reads each run's
+marked when the 95% Welch interval of the difference excludes 0, and separately when the t-interval of the
+per-seed differences does (paired by seed: when a seed draws something both rows share, such as a study's boxed
+subset, the per-seed differences vary less than the rows do). Reads each run's
 OUTPUT_DIR/eval_results.json (`{dataset: {"bbox": {metric: value in percent}}}`, see results_io.py).
 Deltas are computed from the means as printed (rounded to `precision`), so each row's arithmetic checks
 out on the page. A metric without ground truth (null or NaN, or listed under
@@ -199,10 +199,12 @@ def format_cell(value: float, base: Optional[float], precision: int = 1) -> str:
 
 
 def format_summary(
-    summary: Summary, base: Optional[Summary], precision: int = 1, significant: bool = False
+    summary: Summary, base: Optional[Summary], precision: int = 1, significant: bool = False,
+    paired_significant: bool = False,
 ) -> str:
     """'72.4 ± 1.3' (mean ± 95% half-width; no ± for one value), then ' (+1.2)' against `base` unless it
-    is None, with SIGNIFICANT appended when `significant`; no finite value prints as 'n/a'."""
+    is None, with SIGNIFICANT appended when `significant` and PAIRED_SIGNIFICANT when `paired_significant`;
+    no finite value prints as 'n/a'."""
     if summary.n == 0:
         return "n/a"
     shown = f"{summary.mean:.{precision}f}"
@@ -213,7 +215,8 @@ def format_summary(
     if base.n == 0:
         return f"{shown} (n/a)"
     delta = round(summary.mean, precision) - round(base.mean, precision) + 0.0
-    return f"{shown} ({delta:+.{precision}f}{SIGNIFICANT if significant else ''})"
+    marks = (SIGNIFICANT if significant else "") + (PAIRED_SIGNIFICANT if paired_significant else "")
+    return f"{shown} ({delta:+.{precision}f}{marks})"
 
 
 def _find_base(rows: Sequence[Row], base_label: Optional[str]) -> Row:
@@ -274,7 +277,8 @@ def table_data(
     confidence: float = CONFIDENCE,
 ) -> dict:
     """Every number of the table as JSON-ready data: per row and metric the values, n, mean, std, interval,
-    delta of means to the base row and its Welch interval; per row the per-class AP50 summaries.
+    delta of means to the base row and its Welch interval, and for rows with seeds the paired-by-seed
+    interval under 'paired'; per row the per-class AP50 summaries.
 
     `metrics` None: `available_metrics` of the evaluated runs. Rows without runs stay, marked missing.
     """
@@ -397,11 +401,9 @@ def render_markdown(data: dict, precision: int = 1) -> str:
                 continue
             base = None if row["is_base"] else _summary_from_json(
                 by_label[row["compared_to"]]["metrics"][metric])
-            significant = _excludes_zero(entry.get("delta_ci95"))
-            cell = format_summary(_summary_from_json(entry), base, precision, significant)
-            if _excludes_zero(entry.get("paired", {}).get("ci95")):
-                cell = cell[:-1] + PAIRED_SIGNIFICANT + ")"
-            cells.append(cell)
+            cells.append(format_summary(
+                _summary_from_json(entry), base, precision, _excludes_zero(entry.get("delta_ci95")),
+                _excludes_zero(entry.get("paired", {}).get("ci95"))))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
