@@ -422,9 +422,8 @@ def study_table(study: Study, output_root, precision: int = 1) -> dict:
         compare_to = None if row.compare_to is None else study.row(row.compare_to).label
         rows.append(Row(row.label, tuple(runs), tuple(missing), compare_to, tuple(seeds)))
     data = table_data(rows, study.dataset, study.row(study.base).label, study.metrics)
-    for entry, row in zip(data["rows"], study.rows):
-        entry.update(name=row.name, config=row.config, overrides=list(row.overrides),
-                     seeds=[seed for seed in study.seeds if f"seed {seed}" not in entry["missing"]])
+    for entry, row, table_row in zip(data["rows"], study.rows, rows):
+        entry.update(name=row.name, config=row.config, overrides=list(row.overrides), seeds=list(table_row.seeds))
     data.update(study=study.name, study_file=str(study.path), seeds=list(study.seeds),
                 overrides=list(study.overrides))
     heading = [f"### Study `{study.name}`", ""]
