@@ -12,6 +12,7 @@ from cxr_codet.evaluation.ablation_table import (
     ablation_table,
     difference_interval,
     format_cell,
+    format_difference,
     load_run,
     main,
     paired_difference,
@@ -279,3 +280,36 @@ def test_a_row_can_be_compared_with_another_row_than_the_base(tmp_path):
     assert "| third (vs better) | 1 | 85.0 (+4.5) | 30.0 (+8.0) | 12.0 (+1.0) |" in table
     with pytest.raises(ValueError, match=r"row 'third' is compared with 'nope', which is not another row"):
         table_data(rows + [Row("third", third.runs, compare_to="nope")])
+
+
+def test_comparisons_print_differences_between_rows_that_are_not_a_row_and_its_reference(tmp_path):
+    """A study's extra pairs (e.g. the method against a control): difference of the printed means, Welch's
+    interval and the paired one, checked against scipy; a pair with a row without runs prints 'missing'."""
+    def row(name, values):
+        runs = tuple(load_run(f"{name} seed {seed}", write_run(tmp_path, f"{name}{seed}", {"d": bbox(v, 20.0, 10.0)}))
+                     for seed, v in values.items())
+        return Row(name, runs, seeds=tuple(values))
+    control, method = row("control", {0: 50.0, 1: 60.0, 2: 70.0}), row("method", {0: 52.0, 1: 62.5, 2: 71.5})
+    rows = [row("base", {0: 40.0, 1: 41.0, 2: 42.0}), control, method, Row("absent", (), ("seed 0",))]
+    data = table_data(rows, comparisons=[("method", "control"), ("method", "absent")])
+    entry = data["comparisons"][0]
+    assert (entry["row"], entry["minus"]) == ("method", "control")
+    welch = stats.ttest_ind([52.0, 62.5, 71.5], [50.0, 60.0, 70.0], equal_var=False).confidence_interval()
+    paired = stats.ttest_rel([52.0, 62.5, 71.5], [50.0, 60.0, 70.0]).confidence_interval()
+    assert entry["metrics"]["AP50"]["delta"] == pytest.approx(2.0)
+    assert entry["metrics"]["AP50"]["delta_ci95"] == pytest.approx([welch.low, welch.high])
+    assert entry["metrics"]["AP50"]["paired"]["ci95"] == pytest.approx([paired.low, paired.high])
+    lines = render_markdown(data).splitlines()
+    start = lines.index("| Difference | AP50 | APm | APl |")
+    assert lines[start - 2].startswith("Differences between rows (points): first row minus second")
+    assert lines[start + 2] == (
+        f"| method - control | +2.0 [{welch.low:+.1f}, {welch.high:+.1f}]; paired [{paired.low:+.1f}, "
+        f"{paired.high:+.1f}] | +0.0 [+0.0, +0.0]; paired [+0.0, +0.0] | +0.0 [+0.0, +0.0]; paired [+0.0, +0.0] |")
+    assert lines[start + 3] == "| method - absent | missing | missing | missing |"
+    assert "Difference" not in render_markdown(table_data(rows))  # no pairs, no second table
+    # Seeds only partly shared: the paired interval says how many it pairs; no mean: n/a.
+    assert format_difference(61.99, 60.0, {"delta_ci95": [-1.0, 5.0], "paired": {"n": 2, "ci95": [0.5, 3.5]}},
+                             runs=3) == "+2.0 [-1.0, +5.0]; paired [+0.5, +3.5] (n=2)"
+    assert format_difference(None, 60.0, {}, runs=3) == "n/a"
+    with pytest.raises(ValueError, match=r"comparison \['method', 'nope'\] must name two different rows"):
+        table_data(rows, comparisons=[("method", "nope")])

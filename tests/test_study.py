@@ -113,6 +113,10 @@ def test_load_study_reads_rows_seeds_and_overrides(tmp_path, in_repo):
      r"row 'a': compare_to 'b' is not a row; rows: \['a'\]"),
     ("name: x\nseeds: [0]\nrows: [{name: a, config: %s, compare_to: a}]\n" % BASELINE,
      r"row 'a': compare_to must name another row"),
+    ("name: x\nseeds: [0]\nrows: [{name: a, config: %s}]\ncomparisons: [[a, b]]\n" % BASELINE,
+     r"comparisons\[0\] = \['a', 'b'\] must be \[row, other row\]; rows: \['a'\]"),
+    ("name: x\nseeds: [0]\nrows: [{name: a, config: %s}]\ncomparisons: [a, a]\n" % BASELINE,
+     r"comparisons\[0\] = 'a' must be \[row, other row\]"),
 ])
 def test_bad_study_files_name_the_key_and_row(tmp_path, in_repo, text, message):
     with pytest.raises(StudyError, match=message):
@@ -221,6 +225,15 @@ def test_runner_trains_each_row_and_seed_reports_failures_and_tabulates(tmp_path
     assert main([str(path), "--output-root", str(out), "--only", "base", "--only", "better"], fake) == 0
     assert "4 runs: 4 done, 0 to resume, 0 to start" in capsys.readouterr().out
     assert len((out / "demo" / "base" / "seed0" / "argv.json").read_text().splitlines()) == 1
+
+    # A study's comparisons print under the table, by label; a pair with a row without runs says so.
+    compared = write_study(tmp_path, text + "\n    comparisons: [[better, base], [broken, better]]\n", "c.yaml")
+    assert main([str(compared), "--output-root", str(out), "--table-only"], fake) == 0
+    table = (out / "demo" / "table.md").read_text()
+    assert "| LR 0.01 - base | +10.0 [" in table and "; paired [+10.0, +10.0] | +0.0 [" in table
+    assert "| broken - LR 0.01 | missing | missing | missing |" in table
+    data = json.loads((out / "demo" / "table.json").read_text())
+    assert [(c["row"], c["minus"]) for c in data["comparisons"]] == [("LR 0.01", "base"), ("broken", "LR 0.01")]
 
 
 def test_a_run_held_by_another_runner_is_left_to_it(tmp_path, in_repo, capsys):

@@ -39,6 +39,7 @@ STUDY_KEYS = {
     "description": "free text, printed above the table",
     "dataset": "test dataset to tabulate (default: the only one all runs have)",
     "metrics": "table columns (default: AP50 APm APl and any other summary metric all runs report)",
+    "comparisons": "list of [row, other row] pairs whose differences print under the table (e.g. against a control)",
 }
 ROW_KEYS = {
     "name": "the row's folder and table label (required)",
@@ -84,6 +85,7 @@ class Study:
     description: str = ""
     dataset: Optional[str] = None
     metrics: Optional[Tuple[str, ...]] = None
+    comparisons: Tuple[Tuple[str, str], ...] = ()
 
     def row(self, name: str) -> StudyRow:
         return next(row for row in self.rows if row.name == name)
@@ -203,7 +205,19 @@ def load_study(path) -> Study:
             raise StudyError(f"{path}: metrics must be a non-empty list of metric names, got {metrics!r}")
         metrics = tuple(metrics)
     return Study(path, name, base, tuple(seeds), rows, _overrides(str(path), data.get("overrides")),
-                 description, dataset, metrics)
+                 description, dataset, metrics, _comparisons(path, data.get("comparisons"), list(seen)))
+
+
+def _comparisons(path: Path, value, rows: List[str]) -> Tuple[Tuple[str, str], ...]:
+    """The study's `comparisons`: pairs of two different row names."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise StudyError(f"{path}: comparisons must be a list of [row, other row] pairs, got {value!r}")
+    for index, pair in enumerate(value):
+        if not (isinstance(pair, list) and len(pair) == 2 and pair[0] != pair[1] and all(p in rows for p in pair)):
+            raise StudyError(f"{path}: comparisons[{index}] = {pair!r} must be [row, other row]; rows: {rows}")
+    return tuple(tuple(pair) for pair in value)
 
 
 def select_rows(study: Study, only: Optional[Sequence[str]]) -> Tuple[StudyRow, ...]:
@@ -421,7 +435,8 @@ def study_table(study: Study, output_root, precision: int = 1) -> dict:
                 missing.append(f"seed {seed}")
         compare_to = None if row.compare_to is None else study.row(row.compare_to).label
         rows.append(Row(row.label, tuple(runs), tuple(missing), compare_to, tuple(seeds)))
-    data = table_data(rows, study.dataset, study.row(study.base).label, study.metrics)
+    comparisons = [(study.row(first).label, study.row(second).label) for first, second in study.comparisons]
+    data = table_data(rows, study.dataset, study.row(study.base).label, study.metrics, comparisons=comparisons)
     for entry, row, table_row in zip(data["rows"], study.rows, rows):
         entry.update(name=row.name, config=row.config, overrides=list(row.overrides), seeds=list(table_row.seeds))
     data.update(study=study.name, study_file=str(study.path), seeds=list(study.seeds),

@@ -275,10 +275,12 @@ def table_data(
     metrics: Optional[Sequence[str]] = None,
     task: str = "bbox",
     confidence: float = CONFIDENCE,
+    comparisons: Sequence[Tuple[str, str]] = (),
 ) -> dict:
     """Every number of the table as JSON-ready data: per row and metric the values, n, mean, std, interval,
     delta of means to the base row and its Welch interval, and for rows with seeds the paired-by-seed
-    interval under 'paired'; per row the per-class AP50 summaries.
+    interval under 'paired'; per row the per-class AP50 summaries; under 'comparisons' the same differences
+    for each (row, minus row) label pair of `comparisons`, pairs that are not a row and its reference.
 
     `metrics` None: `available_metrics` of the evaluated runs. Rows without runs stay, marked missing.
     """
@@ -290,6 +292,9 @@ def table_data(
         if row.compare_to is not None and (row.compare_to not in by_label or row.compare_to == row.label):
             raise ValueError(f"row {row.label!r} is compared with {row.compare_to!r}, which is not another "
                              f"row; rows: {list(by_label)}")
+    for pair in comparisons:
+        if len(pair) != 2 or pair[0] == pair[1] or not all(label in by_label for label in pair):
+            raise ValueError(f"comparison {list(pair)} must name two different rows; rows: {list(by_label)}")
     runs = [run for row in rows for run in row.runs]
     if not runs:
         raise ValueError(f"none of the rows {[row.label for row in rows]} has an evaluated run")
@@ -307,20 +312,11 @@ def table_data(
         row_metrics = {}
         for metric in metrics:
             reference = row.compare_to or base.label
-            summary, base_summary = summaries[row.label][metric], summaries[reference][metric]
-            entry = _summary_json(summary)
+            entry = _summary_json(summaries[row.label][metric])
             entry["values"] = [metric_value(run, dataset, task, metric) for run in row.runs]
             entry["values"] = [v if math.isfinite(v) else None for v in entry["values"]]
             if row is not base:
-                both = summary.n > 0 and base_summary.n > 0
-                entry["delta"] = summary.mean - base_summary.mean if both else None
-                interval = difference_interval(summary, base_summary, confidence)
-                entry["delta_ci95"] = None if interval is None else list(interval)
-                if row.seeds and by_label[reference].seeds:
-                    paired, seeds = paired_difference(
-                        _by_seed(row, dataset, task, metric), _by_seed(by_label[reference], dataset, task, metric),
-                        confidence)
-                    entry["paired"] = {"seeds": seeds, **_summary_json(paired)}
+                entry.update(_difference(row, by_label[reference], metric, summaries, dataset, task, confidence))
             row_metrics[metric] = entry
         data_rows.append({
             "label": row.label,
@@ -335,8 +331,29 @@ def table_data(
                 for name, summary in _per_class_summaries(row, dataset, task, confidence).items()
             },
         })
+    data_comparisons = [
+        {"row": first, "minus": second,
+         "metrics": {metric: _difference(by_label[first], by_label[second], metric, summaries, dataset, task,
+                                         confidence) for metric in metrics}}
+        for first, second in comparisons
+    ]
     return {"dataset": dataset, "task": task, "base": base.label, "confidence": confidence,
-            "metrics": metrics, "rows": data_rows}
+            "metrics": metrics, "rows": data_rows, "comparisons": data_comparisons}
+
+
+def _difference(row: Row, reference: Row, metric: str, summaries: Dict[str, Dict[str, Summary]], dataset: str,
+                task: str, confidence: float) -> dict:
+    """`row` minus `reference` on `metric`: delta of means, its Welch interval and, when both rows know their
+    seeds, the paired-by-seed interval under 'paired'."""
+    a, b = summaries[row.label][metric], summaries[reference.label][metric]
+    entry = {"delta": a.mean - b.mean if a.n > 0 and b.n > 0 else None}
+    interval = difference_interval(a, b, confidence)
+    entry["delta_ci95"] = None if interval is None else list(interval)
+    if row.seeds and reference.seeds:
+        paired, seeds = paired_difference(
+            _by_seed(row, dataset, task, metric), _by_seed(reference, dataset, task, metric), confidence)
+        entry["paired"] = {"seeds": seeds, **_summary_json(paired)}
+    return entry
 
 
 def _by_seed(row: Row, dataset: str, task: str, metric: str) -> Dict[int, float]:
@@ -405,7 +422,54 @@ def render_markdown(data: dict, precision: int = 1) -> str:
                 _summary_from_json(entry), base, precision, _excludes_zero(entry.get("delta_ci95")),
                 _excludes_zero(entry.get("paired", {}).get("ci95"))))
         lines.append("| " + " | ".join(cells) + " |")
+    if data.get("comparisons"):
+        lines += [""] + render_comparisons(data, precision)
     return "\n".join(lines) + "\n"
+
+
+def render_comparisons(data: dict, precision: int = 1) -> List[str]:
+    """The markdown lines of a second table: one row per pair of `data['comparisons']`, each cell the
+    difference of the rounded means, its Welch interval in brackets and, for seeded rows, the paired one."""
+    percent = round(100 * data["confidence"])
+    paired = any("paired" in entry for item in data["comparisons"] for entry in item["metrics"].values())
+    lines = [
+        f"Differences between rows (points): first row minus second, from the means above; in brackets the "
+        f"{percent}% Welch interval" + (f"; after 'paired' the {percent}% t-interval of the per-seed differences "
+                                       "(n: seeds both rows have, when fewer than the rows' runs)." if paired else "."),
+        "",
+        "| Difference | " + " | ".join(data["metrics"]) + " |",
+        "|---|" + "---:|" * len(data["metrics"]),
+    ]
+    by_label = {row["label"]: row for row in data["rows"]}
+    for item in data["comparisons"]:
+        first, second = by_label[item["row"]], by_label[item["minus"]]
+        cells = [f"{item['row']} - {item['minus']}".replace("|", "\\|")]
+        for metric in data["metrics"]:
+            if not first["results_files"] or not second["results_files"]:
+                cells.append(MISSING)
+                continue
+            runs = min(len(first["results_files"]), len(second["results_files"]))
+            cells.append(format_difference(first["metrics"][metric]["mean"], second["metrics"][metric]["mean"],
+                                           item["metrics"][metric], runs, precision))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def format_difference(mean: Optional[float], reference_mean: Optional[float], entry: dict, runs: int,
+                      precision: int = 1) -> str:
+    """'+3.4 [+1.7, +5.1]; paired [+1.2, +7.5]': the difference of the means rounded to `precision` (as the
+    table prints them), Welch's interval, the paired interval (with its n when it pairs fewer than `runs`);
+    'n/a' when either mean is missing."""
+    if mean is None or reference_mean is None or not (math.isfinite(mean) and math.isfinite(reference_mean)):
+        return "n/a"
+    text = f"{round(mean, precision) - round(reference_mean, precision) + 0.0:+.{precision}f}"
+    bounds = (lambda interval: f"[{interval[0]:+.{precision}f}, {interval[1]:+.{precision}f}]")
+    if entry.get("delta_ci95") is not None:
+        text += " " + bounds(entry["delta_ci95"])
+    paired = entry.get("paired")
+    if paired is not None and paired["ci95"] is not None:
+        text += "; paired " + bounds(paired["ci95"]) + (f" (n={paired['n']})" if paired["n"] < runs else "")
+    return text
 
 
 def ablation_table(
