@@ -305,12 +305,15 @@ def test_shipped_studies_are_valid(in_repo):
 
 def test_rows_shared_between_cpu_studies_are_the_same_runs(in_repo):
     """MODEL_ZOO.md reuses phantom_components' concept_sampler and cxr_codet runs in the co-occurrence-weight
-    study: the rows must be identical (config, overrides, study-wide overrides, seeds)."""
+    study, and its faster_rcnn runs as the weak-label study's fraction 1.0: the rows must be identical (config,
+    overrides, study-wide overrides, seeds)."""
     components = load_study("studies/phantom_components.yaml")
     weight = load_study("studies/phantom_cooccurrence_weight.yaml")
-    assert (components.overrides, components.seeds) == (weight.overrides, weight.seeds)
-    for shared, original in (("concept_sampler", "concept_sampler"), ("weight_0.1", "cxr_codet")):
-        a, b = weight.row(shared), components.row(original)
+    weak = load_study("studies/phantom_weak_labels.yaml")
+    for other, shared, original in ((weight, "concept_sampler", "concept_sampler"), (weight, "weight_0.1", "cxr_codet"),
+                                    (weak, "faster_rcnn_box100", "faster_rcnn")):
+        assert (components.overrides, components.seeds) == (other.overrides, other.seeds)
+        a, b = other.row(shared), components.row(original)
         assert (a.config, a.overrides) == (b.config, b.overrides), shared
 
 
