@@ -130,7 +130,7 @@ def _add_cxr_codet_model_config(cfg):
     box_head.WS_NUM_PROPS = 32
     # Leave the query image's other findings (its image labels) out of the co-occurrence BCE; False: CoDet's one-hot.
     box_head.MASK_OTHER_FINDINGS = True
-    # Weight of the co-occurrence (prototype BCE) loss, reported as "loss_cooccurrence".
+    # Weight of the co-occurrence (prototype BCE) loss, "loss_cooccurrence"; 0.1 is CoDet's (phantom configs: 0.01).
     box_head.IMAGE_LOSS_WEIGHT = 0.1
     # Before each test dataset, classify with its own thing_classes (test-time vocabulary).
     cfg.MODEL.TEST_VOCABULARY_FROM_DATASET = True

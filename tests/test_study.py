@@ -16,6 +16,7 @@ import pytest
 from scipy import stats
 
 from cxr_codet.engine import study as study_module
+from cxr_codet.engine.launcher import build_cfg
 from cxr_codet.engine.study import (
     StudyError,
     load_study,
@@ -315,6 +316,29 @@ def test_rows_shared_between_cpu_studies_are_the_same_runs(in_repo):
         assert (components.overrides, components.seeds) == (other.overrides, other.seeds)
         a, b = other.row(shared), components.row(original)
         assert (a.config, a.overrides) == (b.config, b.overrides), shared
+
+
+def test_make_demo_trains_the_measured_weight_row_and_rows_measured_at_codets_weight_pin_it(in_repo):
+    """The phantom default co-occurrence weight (0.01) came from studies/phantom_cooccurrence_weight.yaml: `make
+    demo`'s config must be that study's weight_0.01 row, and the rows measured at CoDet's 0.1 must keep it."""
+    demo = [line.split("?=")[1].strip() for line in (REPO / "Makefile").read_text().splitlines()
+            if line.startswith("DEMO_CONFIG")][0]
+    weight = load_study("studies/phantom_cooccurrence_weight.yaml")
+    row = weight.row("weight_0.01")
+    measured = build_cfg(row.config, ["SEED", "0", *weight.overrides, *row.overrides], cpu=True)
+    assert build_cfg(demo, ["SEED", "0"], cpu=True).dump() == measured.dump()
+    assert measured.MODEL.ROI_BOX_HEAD.IMAGE_LOSS_WEIGHT == 0.01
+    at_codets = {"studies/phantom_components.yaml": ("cooccurrence_no_text", "cxr_codet"),
+                 "studies/phantom_components_pilot.yaml": ("cooccurrence_no_text", "cxr_codet"),
+                 "studies/phantom_cooccurrence_weight.yaml": ("weight_0.1",),
+                 "studies/phantom_nih_like.yaml": ("cxr_codet",)}
+    for path, names in at_codets.items():
+        study = load_study(path)
+        for name in names:
+            cfg = build_cfg(study.row(name).config, [*study.overrides, *study.row(name).overrides], cpu=True)
+            assert cfg.MODEL.ROI_BOX_HEAD.IMAGE_LOSS_WEIGHT == 0.1, (path, name)
+    weak = load_study("studies/phantom_weak_labels.yaml")
+    assert build_cfg(weak.row("cxr_codet_box010").config, [], cpu=True).MODEL.ROI_BOX_HEAD.IMAGE_LOSS_WEIGHT == 0.1
 
 
 def test_vindr_paper_study_runs_the_paper_config_and_every_ablation_unchanged(in_repo):
