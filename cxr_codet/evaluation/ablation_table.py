@@ -4,8 +4,9 @@ A row holds one run (tools/ablation_table.py) or the seeds of one setting (tools
 a cell is the mean over them and the half-width of its 95% t-interval, and the delta to the base row is
 marked when the 95% Welch interval of the difference excludes 0, and separately when the t-interval of the
 per-seed differences does (paired by seed: when a seed draws something both rows share, such as a study's boxed
-subset, the per-seed differences vary less than the rows do). Reads each run's
-OUTPUT_DIR/eval_results.json (`{dataset: {"bbox": {metric: value in percent}}}`, see results_io.py).
+subset, the per-seed differences vary less than the rows do). Pairs of rows that are not a row and its
+reference (a method against its control) can get a second table of differences with both intervals.
+Reads each run's OUTPUT_DIR/eval_results.json (`{dataset: {"bbox": {metric: value in percent}}}`, see results_io.py).
 Deltas are computed from the means as printed (rounded to `precision`), so each row's arithmetic checks
 out on the page. A metric without ground truth (null or NaN, or listed under
 classes/size_buckets_without_ground_truth) prints as "n/a"; any other missing metric is an error.
