@@ -199,6 +199,11 @@ def format_cell(value: float, base: Optional[float], precision: int = 1) -> str:
     return format_summary(summarize([value]), None if base is None else summarize([base]), precision)
 
 
+def rounded_difference(mean: float, reference: float, precision: int) -> float:
+    """`mean - reference` as the table's rounded figures differ, so a printed delta matches its columns."""
+    return round(mean, precision) - round(reference, precision) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
 def format_summary(
     summary: Summary, base: Optional[Summary], precision: int = 1, significant: bool = False,
     paired_significant: bool = False,
@@ -215,7 +220,7 @@ def format_summary(
         return shown
     if base.n == 0:
         return f"{shown} (n/a)"
-    delta = round(summary.mean, precision) - round(base.mean, precision) + 0.0
+    delta = rounded_difference(summary.mean, base.mean, precision)
     marks = (SIGNIFICANT if significant else "") + (PAIRED_SIGNIFICANT if paired_significant else "")
     return f"{shown} ({delta:+.{precision}f}{marks})"
 
@@ -463,7 +468,7 @@ def format_difference(mean: Optional[float], reference_mean: Optional[float], en
     'n/a' when either mean is missing."""
     if mean is None or reference_mean is None or not (math.isfinite(mean) and math.isfinite(reference_mean)):
         return "n/a"
-    text = f"{round(mean, precision) - round(reference_mean, precision) + 0.0:+.{precision}f}"
+    text = f"{rounded_difference(mean, reference_mean, precision):+.{precision}f}"
     bounds = (lambda interval: f"[{interval[0]:+.{precision}f}, {interval[1]:+.{precision}f}]")
     if entry.get("delta_ci95") is not None:
         text += " " + bounds(entry["delta_ci95"])
