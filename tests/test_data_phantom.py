@@ -122,6 +122,18 @@ def test_unknown_style_is_named(tmp_path):
     assert os.path.basename(phantom_dir(str(tmp_path), 4, 80, 0)) == "v2_n4_s80_seed0"
 
 
+def test_held_out_test_split_draws_other_images_than_train_and_val():
+    """cxr_phantom_test is the held-out split: it must not share (size, seed) with a split of its style, since the
+    same parameters give the same images."""
+    num_images, size, seed, style = BUILTIN_PHANTOM_SPLITS["cxr_phantom_test"]
+    assert (num_images, size, style) == (200, 256, "synthetic")
+    others = {(s, sd, st) for name, (_, s, sd, st) in BUILTIN_PHANTOM_SPLITS.items() if name != "cxr_phantom_test"}
+    assert (size, seed, style) not in others
+    val_seed = BUILTIN_PHANTOM_SPLITS["cxr_phantom_val"][2]
+    assert phantom_split_plan(num_images, seed) != phantom_split_plan(num_images, val_seed)
+    assert MetadataCatalog.get("cxr_phantom_test").phantom_params["seed"] == seed
+
+
 def test_tiny_split_is_registered_and_loads(tmp_path):
     name = "cxr_phantom_tiny_train"
     num_images, size, _, style = BUILTIN_PHANTOM_SPLITS[name]

@@ -32,20 +32,27 @@ BASELINE = "configs/phantom/faster_rcnn_R18_FPN_phantom.yaml"
 TRAIN_NET = REPO / "tools" / "train_net.py"
 
 # Stands in for tools/train_net.py: records its argv, "trains" (checkpoint tag + model_final.pth) and writes
-# eval_results.json with values that depend on the row and the seed; fails for rows named "broken".
+# eval_results.json with values that depend on the row and the seed; fails for rows named "broken". With
+# --eval-only it evaluates MODEL.WEIGHTS on DATASETS.TEST: 5 AP50 lower than on cxr_phantom_val.
 FAKE_TRAIN_NET = textwrap.dedent('''
-    import json, os, sys
+    import ast, json, os, sys
     argv = sys.argv[1:]
     opts = dict(zip(argv[argv.index("OUTPUT_DIR")::2], argv[argv.index("OUTPUT_DIR") + 1::2]))
     out, seed = opts["OUTPUT_DIR"], int(opts["SEED"])
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "argv.json"), "a") as f:
         f.write(json.dumps(argv) + "\\n")
+    offset = 10.0 if "better" in out else 0.0
+    if "--eval-only" in argv:
+        assert os.path.isfile(opts["MODEL.WEIGHTS"]), opts["MODEL.WEIGHTS"]
+        (dataset,) = ast.literal_eval(opts["DATASETS.TEST"])
+        bbox = {"AP50": 55.0 + offset + seed, "APm": 30.0, "APl": 20.0, "AP50-Nodule/Mass": 45.0}
+        json.dump({dataset: {"bbox": bbox}}, open(os.path.join(out, "eval_results.json"), "w"))
+        sys.exit(0)
     print("iter: 0  total_loss: 1.0", flush=True)
     if "broken" in out:
         print("RuntimeError: the stand-in was told to fail", file=sys.stderr)
         sys.exit(3)
-    offset = 10.0 if "better" in out else 0.0
     open(os.path.join(out, "model_final.pth"), "w").close()
     open(os.path.join(out, "last_checkpoint"), "w").write("model_final.pth")
     bbox = {"AP50": 60.0 + offset + seed, "APm": 30.0 + seed, "APl": 20.0 - seed, "AP50-Nodule/Mass": 50.0 + seed}
@@ -104,6 +111,10 @@ def test_load_study_reads_rows_seeds_and_overrides(tmp_path, in_repo):
     ("name: x\nrows: [{name: a, config: %s}]\n" % BASELINE, r"seeds must be a non-empty list"),
     ("name: x\nseeds: [0, 0]\nrows: [{name: a, config: %s}]\n" % BASELINE, r"seeds repeat: \[0, 0\]"),
     ("name: x\nseeds: [0]\nrows: []\n", r"rows must be a non-empty list"),
+    ("name: x\nseeds: [0]\nrows: [{name: a, config: %s, seeds: [1, 1]}]\n" % BASELINE,
+     r"study.yaml: row 'a': seeds repeat: \[1, 1\]"),
+    ("name: x\nseeds: [0]\nrows: [{name: a, config: %s, seeds: 2}]\n" % BASELINE,
+     r"row 'a': seeds must be a non-empty list of integers, got 2"),
     ("name: x/y\nseeds: [0]\nrows: [{name: a, config: %s}]\n" % BASELINE, r"name must be a folder name"),
     ("name: x\nseeds: [0]\noverrides: [SOLVER.MAX_ITER]\nrows: [{name: a, config: %s}]\n" % BASELINE,
      r"overrides must be a list of KEY, VALUE pairs"),
@@ -250,6 +261,73 @@ def test_a_run_held_by_another_runner_is_left_to_it(tmp_path, in_repo, capsys):
     assert "| base (base) | 1 of 2 (missing: seed 1) | 60.0 | 30.0 | 20.0 |" in printed
     assert main([str(path), "--output-root", str(out)], fake) == 0
     assert "4 runs: 3 done, 0 to resume, 1 to start" in capsys.readouterr().out
+
+
+def test_a_row_with_its_own_seeds_runs_and_tabulates_them_and_pairs_on_the_shared_ones(tmp_path, in_repo, capsys):
+    fake = tmp_path / "fake_train_net.py"
+    fake.write_text(FAKE_TRAIN_NET)
+    text = TWO_ROWS.replace("        overrides: [SOLVER.BASE_LR", "        seeds: [0, 1, 2, 3]\n        overrides: [SOLVER.BASE_LR")
+    path, out = write_study(tmp_path, text), tmp_path / "out"
+    study = load_study(path)
+    assert (study.seeds, study.row("better").seeds, study.all_seeds) == ((0, 1), (0, 1, 2, 3), (0, 1, 2, 3))
+    plan = plan_runs(study, out, TRAIN_NET, seeds=[1, 3])
+    assert [(run.row.name, run.seed) for run in plan] == [("base", 1), ("better", 1), ("better", 3)]
+    with pytest.raises(StudyError, match=r"--seed \[4\]: not seeds of .*; seeds: \[0, 1, 2, 3\]"):
+        plan_runs(study, out, TRAIN_NET, seeds=[4])
+
+    assert main([str(path), "--output-root", str(out)], fake) == 0
+    printed = capsys.readouterr().out
+    assert "6 runs: 0 done, 0 to resume, 6 to start" in printed and "6/6 better seed 3: training" in printed
+    assert "seeds 0, 1; LR 0.01: seeds 0, 1, 2, 3; every row with" in printed
+    # better: AP50 70..73 over 4 seeds (mean 71.5); base 60, 61. Paired on seeds 0 and 1 only: +10 both times.
+    assert "| LR 0.01 | 4 | 71.5 ± 2.1 (+11.0*\u2020) |" in printed
+    data = json.loads((out / "demo" / "table.json").read_text())
+    assert data["rows"][1]["seeds"] == [0, 1, 2, 3] and data["rows"][0]["seeds"] == [0, 1]
+    assert data["rows"][1]["metrics"]["AP50"]["paired"]["seeds"] == [0, 1]
+    assert data["rows"][1]["metrics"]["AP50"]["paired"]["mean"] == 10.0
+
+
+def test_evaluate_on_adds_a_held_out_split_to_finished_runs_and_tabulates_it_apart(tmp_path, in_repo, capsys):
+    fake = tmp_path / "fake_train_net.py"
+    fake.write_text(FAKE_TRAIN_NET)
+    path, out = write_study(tmp_path, TWO_ROWS), tmp_path / "out"
+    assert main([str(path), "--output-root", str(out)], fake) == 0
+    val_table = (out / "demo" / "table.md").read_text()
+    (out / "demo" / "better" / "seed1" / "model_final.pth").unlink()  # e.g. results kept, weights not
+    capsys.readouterr()
+
+    assert main([str(path), "--output-root", str(out), "--evaluate-on", "cxr_phantom_test"], fake) == 1
+    printed, errors = capsys.readouterr()
+    assert "[demo] evaluating 4 runs on cxr_phantom_test" in printed
+    assert "1/4 base seed 0: cxr_phantom_test results added to" in printed
+    assert "better seed 1: no " in errors and "model_final.pth to evaluate" in errors
+    run = out / "demo" / "base" / "seed1"
+    argv = json.loads((run / "eval_on_cxr_phantom_test" / "argv.json").read_text())
+    assert argv[:3] == ["--config-file", BASELINE, "--eval-only"]
+    assert argv[-4:] == ["MODEL.WEIGHTS", str(run / "model_final.pth"), "DATASETS.TEST", "('cxr_phantom_test',)"]
+    assert "SOLVER.STEPS" in argv  # the run's own overrides, so the model is built as it was trained
+    results = json.loads((run / "eval_results.json").read_text())
+    assert results["cxr_phantom_val"]["bbox"]["AP50"] == 61.0 and results["cxr_phantom_test"]["bbox"]["AP50"] == 56.0
+    assert run_state(run) == "done"
+
+    test_table = (out / "demo" / "table_cxr_phantom_test.md").read_text()
+    assert (out / "demo" / "table.md").read_text() == val_table  # the study's own table stays as it was
+    assert "`python tools/run_study.py " + str(path) + " --evaluate-on cxr_phantom_test`" in test_table
+    assert "| base (base) | 2 | 55.5 ± 6.4 |" in test_table
+    assert "| LR 0.01 | 1 of 2 (missing: seed 1 on cxr_phantom_test) | 65.0 (+9.5) |" in test_table
+    assert json.loads((out / "demo" / "table_cxr_phantom_test.json").read_text())["dataset"] == "cxr_phantom_test"
+
+    # Again: what has the split is skipped (the stand-in is not called twice); --dataset tabulates it alone.
+    assert main([str(path), "--output-root", str(out), "--evaluate-on", "cxr_phantom_test"], fake) == 1
+    assert "1/4 base seed 0: has cxr_phantom_test results, skipped" in capsys.readouterr().out
+    assert len((run / "eval_on_cxr_phantom_test" / "argv.json").read_text().splitlines()) == 1
+    (out / "demo" / "table_cxr_phantom_test.md").unlink()
+    assert main([str(path), "--output-root", str(out), "--table-only", "--dataset", "cxr_phantom_test"], fake) == 0
+    assert (out / "demo" / "table_cxr_phantom_test.md").read_text() == test_table
+
+    assert main([str(path), "--output-root", str(out), "--evaluate-on", "cxr_phantom_tset"], fake) == 2
+    assert "not a registered dataset; did you mean one of ['cxr_phantom_test'" in capsys.readouterr().err
+    assert main([str(path), "--output-root", str(out), "--evaluate-on", "cxr_phantom_test", "--dry-run"], fake) == 2
 
 
 # Stands in for a multi-process training (--num-gpus): starts a worker process, then waits.

@@ -4,10 +4,13 @@ A study file (studies/*.yaml) names rows (a config plus overrides) and seeds. Ea
 `<output-root>/<study>/<row>/seed<S>/` via `tools/train_net.py --config-file <cfg> OUTPUT_DIR <dir> SEED <S>
 <study overrides> <row overrides>`, so a crash of one run leaves the others standing. A run whose folder
 holds a final evaluation is skipped and one with a checkpoint is resumed, so rerunning the same command
-after a kill loses nothing. The table (markdown, JSON, per-class AP50 PNG) comes from ablation_table.py.
+after a kill loses nothing. `--evaluate-on DATASET` evaluates the finished runs' final weights on another
+dataset (a held-out split) and adds it to their eval_results.json. The table (markdown, JSON, per-class AP50 PNG)
+comes from ablation_table.py.
 """
 import argparse
 import ctypes
+import difflib
 import fcntl
 import json
 import math
@@ -27,13 +30,13 @@ import yaml
 
 from ..evaluation.ablation_table import Row, load_run, render_markdown, table_data
 from ..evaluation.plots import plot_per_class_ap50_panels
-from ..evaluation.results_io import EVAL_RESULTS_FILENAME
+from ..evaluation.results_io import EVAL_RESULTS_FILENAME, read_eval_results, write_eval_results
 from .launcher import build_cfg
 
 STUDY_KEYS = {
     "name": "the study's folder under the output root (required)",
     "base": "the row deltas are computed against (default: the first row)",
-    "seeds": "list of SEED values, every row runs each (required)",
+    "seeds": "list of SEED values, every row runs each unless it lists its own (required)",
     "overrides": "KEY VALUE pairs appended to every row's command line",
     "rows": "list of rows (required)",
     "description": "free text, printed above the table",
@@ -47,11 +50,14 @@ ROW_KEYS = {
     "overrides": "this row's own KEY VALUE pairs",
     "label": "text shown in the table instead of the name",
     "compare_to": "the row this row's deltas are against, when not the study's base (e.g. same budget pairs)",
+    "seeds": "this row's SEED values when not the study's (e.g. more seeds where three leave the interval wide)",
 }
 RUNNER_KEYS = ("OUTPUT_DIR", "SEED")  # set per run by the runner; a study may not override them
 RUN_LOG = "study_run.log"
 LOCK_FILE = ".study_lock"
 TABLE_MD, TABLE_JSON, TABLE_PNG = "table.md", "table.json", "per_class_ap50.png"
+FINAL_WEIGHTS = "model_final.pth"
+EVAL_ON_PREFIX = "eval_on_"  # <run>/eval_on_<dataset>/: the output folder of an --evaluate-on evaluation
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _ITER = re.compile(r"\biter: (\d+)")
 PROGRESS_PERIOD_S = 30.0
@@ -70,6 +76,7 @@ class StudyRow:
     overrides: Tuple[str, ...] = ()
     label: str = ""
     compare_to: Optional[str] = None
+    seeds: Optional[Tuple[int, ...]] = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,16 @@ class Study:
 
     def row(self, name: str) -> StudyRow:
         return next(row for row in self.rows if row.name == name)
+
+    def seeds_of(self, row: StudyRow) -> Tuple[int, ...]:
+        """The row's own seeds when it lists them, else the study's."""
+        return self.seeds if row.seeds is None else row.seeds
+
+    @property
+    def all_seeds(self) -> Tuple[int, ...]:
+        """Every seed some row runs: the study's, then the rows' extra ones in ascending order."""
+        extra = {seed for row in self.rows for seed in self.seeds_of(row)} - set(self.seeds)
+        return self.seeds + tuple(sorted(extra))
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,17 @@ def _name(where: str, key: str, value) -> str:
     return value
 
 
+def _seeds(where: str, seeds) -> Tuple[int, ...]:
+    if not isinstance(seeds, list) or not seeds:
+        raise StudyError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
+    for seed in seeds:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise StudyError(f"{where}: seed {seed!r} is not an integer")
+    if len(set(seeds)) != len(seeds):
+        raise StudyError(f"{where}: seeds repeat: {seeds}")
+    return tuple(seeds)
+
+
 def _unknown_keys(where: str, mapping: dict, allowed: dict) -> None:
     unknown = sorted(set(mapping) - set(allowed))
     if unknown:
@@ -157,7 +185,8 @@ def _row(path: Path, index: int, entry, seen: dict) -> StudyRow:
     compare_to = entry.get("compare_to")
     if compare_to is not None and (not isinstance(compare_to, str) or compare_to == name):
         raise StudyError(f"{where}: compare_to must name another row, got {compare_to!r}")
-    return StudyRow(name, config, _overrides(where, entry.get("overrides")), label, compare_to)
+    seeds = None if "seeds" not in entry else _seeds(where, entry["seeds"])
+    return StudyRow(name, config, _overrides(where, entry.get("overrides")), label, compare_to, seeds)
 
 
 def load_study(path) -> Study:
@@ -173,14 +202,7 @@ def load_study(path) -> Study:
         raise StudyError(f"{path}: expected a mapping with keys {sorted(STUDY_KEYS)}, got {type(data).__name__}")
     _unknown_keys(str(path), data, STUDY_KEYS)
     name = _name(str(path), "name", data.get("name"))
-    seeds = data.get("seeds")
-    if not isinstance(seeds, list) or not seeds:
-        raise StudyError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
-    for seed in seeds:
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise StudyError(f"{path}: seed {seed!r} is not an integer")
-    if len(set(seeds)) != len(seeds):
-        raise StudyError(f"{path}: seeds repeat: {seeds}")
+    seeds = _seeds(str(path), data.get("seeds"))
     entries = data.get("rows")
     if not isinstance(entries, list) or not entries:
         raise StudyError(f"{path}: rows must be a non-empty list, got {entries!r}")
@@ -204,7 +226,7 @@ def load_study(path) -> Study:
         if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
             raise StudyError(f"{path}: metrics must be a non-empty list of metric names, got {metrics!r}")
         metrics = tuple(metrics)
-    return Study(path, name, base, tuple(seeds), rows, _overrides(str(path), data.get("overrides")),
+    return Study(path, name, base, seeds, rows, _overrides(str(path), data.get("overrides")),
                  description, dataset, metrics, _comparisons(path, data.get("comparisons"), list(seen)))
 
 
@@ -233,11 +255,11 @@ def select_rows(study: Study, only: Optional[Sequence[str]]) -> Tuple[StudyRow, 
 def select_seeds(study: Study, seeds: Optional[Sequence[int]]) -> Tuple[int, ...]:
     """The seeds named by --seed (all when None), in the study's order: splits one study over machines."""
     if not seeds:
-        return tuple(study.seeds)
-    unknown = sorted(set(seeds) - set(study.seeds))
+        return study.all_seeds
+    unknown = sorted(set(seeds) - set(study.all_seeds))
     if unknown:
-        raise StudyError(f"--seed {unknown}: not seeds of {study.path}; seeds: {list(study.seeds)}")
-    return tuple(seed for seed in study.seeds if seed in seeds)
+        raise StudyError(f"--seed {unknown}: not seeds of {study.path}; seeds: {list(study.all_seeds)}")
+    return tuple(seed for seed in study.all_seeds if seed in seeds)
 
 
 def run_dir(output_root, study: Study, row: StudyRow, seed: int) -> Path:
@@ -299,7 +321,7 @@ def plan_runs(study: Study, output_root, train_script, only=None, num_gpus=None,
     max_iter = check_configs(study, rows)
     plan = []
     for row in rows:
-        for seed in selected_seeds:
+        for seed in (seed for seed in study.seeds_of(row) if seed in selected_seeds):
             output_dir = run_dir(output_root, study, row, seed)
             state = run_state(output_dir)
             command = train_command(study, row, seed, output_dir, state, train_script, num_gpus)
@@ -421,18 +443,86 @@ def run_study(study: Study, output_root, train_script, only=None, num_gpus=None,
     return failures
 
 
-def study_table(study: Study, output_root, precision: int = 1) -> dict:
-    """The table of all finished runs (missing seeds and rows marked): JSON-ready data plus 'markdown'."""
+def eval_command(study: Study, row: StudyRow, seed: int, output_dir: Path, dataset: str,
+                 train_script) -> Tuple[str, ...]:
+    """The tools/train_net.py --eval-only command that evaluates a finished run's final weights on `dataset`,
+    with the run's own config and overrides, into <run>/eval_on_<dataset>/."""
+    return (sys.executable, str(train_script), "--config-file", row.config, "--eval-only",
+            "OUTPUT_DIR", str(output_dir / f"{EVAL_ON_PREFIX}{dataset}"), "SEED", str(seed), *study.overrides,
+            *row.overrides, "MODEL.WEIGHTS", str(output_dir / FINAL_WEIGHTS), "DATASETS.TEST", repr((dataset,)))
+
+
+def _has_results_for(output_dir: Path, dataset: str) -> bool:
+    return dataset in read_eval_results(output_dir / EVAL_RESULTS_FILENAME)
+
+
+def evaluate_on(study: Study, output_root, train_script, dataset: str, only=None, seeds=None,
+                say: Callable[[str], None] = print) -> List[str]:
+    """Evaluate every finished run of the selected rows and seeds on `dataset` (e.g. a held-out split) and add
+    its results to the run's eval_results.json; runs that have them are skipped, unfinished ones reported.
+    Returns one line per run that could not be evaluated."""
+    from detectron2.data import DatasetCatalog
+
+    if dataset not in DatasetCatalog.list():
+        close = difflib.get_close_matches(dataset, DatasetCatalog.list(), n=5, cutoff=0.6)
+        raise StudyError(f"--evaluate-on {dataset!r}: not a registered dataset" +
+                         (f"; did you mean one of {close}?" if close else ""))
+    rows, selected_seeds = select_rows(study, only), select_seeds(study, seeds)
+    plan = [(row, seed, run_dir(output_root, study, row, seed)) for row in rows
+            for seed in study.seeds_of(row) if seed in selected_seeds]
+    say(f"[{study.name}] evaluating {len(plan)} runs on {dataset}")
+    failures: List[str] = []
+    for index, (row, seed, output_dir) in enumerate(plan, 1):
+        prefix = f"[{study.name}] {index}/{len(plan)} {row.name} seed {seed}"
+        if run_state(output_dir) != "done":
+            failures.append(f"{row.name} seed {seed}: not finished, nothing to evaluate ({output_dir})")
+            say(f"{prefix}: not finished, skipped")
+            continue
+        if _has_results_for(output_dir, dataset):
+            say(f"{prefix}: has {dataset} results, skipped")
+            continue
+        if not (output_dir / FINAL_WEIGHTS).is_file():
+            failures.append(f"{row.name} seed {seed}: no {output_dir / FINAL_WEIGHTS} to evaluate")
+            say(f"{prefix}: no {FINAL_WEIGHTS}, skipped")
+            continue
+        eval_dir = output_dir / f"{EVAL_ON_PREFIX}{dataset}"
+        command = eval_command(study, row, seed, output_dir, dataset, train_script)
+        with run_lock(eval_dir) as locked:
+            if not locked or _has_results_for(output_dir, dataset):
+                say(f"{prefix}: {'evaluated' if locked else 'being evaluated'} by another runner, skipped")
+                continue
+            say(f"{prefix}: evaluating on {dataset} | log {eval_dir / RUN_LOG}")
+            status = execute(PlannedRun(row, seed, eval_dir, "eval", command, 0), say, prefix)
+            results_file = eval_dir / EVAL_RESULTS_FILENAME
+            results = read_eval_results(results_file) if status == 0 and results_file.is_file() else {}
+            if dataset in results:
+                write_eval_results({dataset: results[dataset]}, output_dir)
+                say(f"{prefix}: {dataset} results added to {output_dir / EVAL_RESULTS_FILENAME}")
+                continue
+        reason = f"exit status {status}" if status else f"exited 0 without {dataset} results in {results_file}"
+        failures.append(f"{row.name} seed {seed}: evaluation {reason}; log {eval_dir / RUN_LOG}")
+        say(f"{prefix}: evaluation FAILED ({reason}); last lines of {eval_dir / RUN_LOG}:\n"
+            f"{_tail(eval_dir / RUN_LOG)}")
+    return failures
+
+
+def study_table(study: Study, output_root, precision: int = 1, dataset: Optional[str] = None) -> dict:
+    """The table of all finished runs (missing seeds and rows marked): JSON-ready data plus 'markdown'. With
+    `dataset` (one the runs were evaluated on by --evaluate-on), that dataset's figures; runs without them are
+    missing."""
+    evaluated_on = "" if dataset is None or dataset == study.dataset else f" --evaluate-on {dataset}"
+    study = study if dataset is None else replace(study, dataset=dataset)
     rows = []
     for row in study.rows:
         runs, seeds, missing = [], [], []
-        for seed in study.seeds:
+        for seed in study.seeds_of(row):
             output_dir = run_dir(output_root, study, row, seed)
-            if run_state(output_dir) == "done":
-                runs.append(load_run(f"{row.label} seed {seed}", output_dir))
+            run = load_run(f"{row.label} seed {seed}", output_dir) if run_state(output_dir) == "done" else None
+            if run is not None and (study.dataset is None or study.dataset in run.results):
+                runs.append(run)
                 seeds.append(seed)
             else:
-                missing.append(f"seed {seed}")
+                missing.append(f"seed {seed}" if run is None else f"seed {seed} on {study.dataset}")
         compare_to = None if row.compare_to is None else study.row(row.compare_to).label
         rows.append(Row(row.label, tuple(runs), tuple(missing), compare_to, tuple(seeds)))
     comparisons = [(study.row(first).label, study.row(second).label) for first, second in study.comparisons]
@@ -445,8 +535,10 @@ def study_table(study: Study, output_root, precision: int = 1) -> dict:
     if study.description:
         heading += [study.description.strip(), ""]
     overrides = f"; every row with `{' '.join(study.overrides)}`" if study.overrides else ""
-    heading += [f"Command: `python tools/run_study.py {study.path}`; seeds "
-                f"{', '.join(map(str, study.seeds))}{overrides}.", ""]
+    own_seeds = "".join(f"; {row.label}: seeds {', '.join(map(str, row.seeds))}" for row in study.rows
+                        if row.seeds is not None and row.seeds != study.seeds)
+    heading += [f"Command: `python tools/run_study.py {study.path}{evaluated_on}`; seeds "
+                f"{', '.join(map(str, study.seeds))}{own_seeds}{overrides}.", ""]
     data["markdown"] = "\n".join(heading) + render_markdown(data, precision)
     return data
 
@@ -461,22 +553,32 @@ def _json_safe(value):
     return value
 
 
-def write_study_table(study: Study, output_root, precision: int = 1) -> dict:
-    """Write table.md, table.json and per_class_ap50.png into <output-root>/<study>/; return the data
-    with the paths written under 'files'."""
-    data = study_table(study, output_root, precision)
+def table_files(study: Study, dataset: Optional[str] = None) -> Tuple[str, str, str]:
+    """table.md, table.json, per_class_ap50.png; with `_<dataset>` before the suffix for a dataset other
+    than the study's own (a held-out split), so both tables stand side by side."""
+    if dataset is None or dataset == study.dataset:
+        return TABLE_MD, TABLE_JSON, TABLE_PNG
+    return tuple(f"{Path(name).stem}_{dataset}{Path(name).suffix}" for name in (TABLE_MD, TABLE_JSON, TABLE_PNG))
+
+
+def write_study_table(study: Study, output_root, precision: int = 1, dataset: Optional[str] = None) -> dict:
+    """Write table.md, table.json and per_class_ap50.png (of `dataset` when given, named by table_files) into
+    <output-root>/<study>/; return the data with the paths written under 'files'."""
+    names = table_files(study, dataset)
+    data = study_table(study, output_root, precision, dataset)
     folder = Path(output_root) / study.name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / TABLE_MD).write_text(data["markdown"])
+    table_md, table_json, table_png = (folder / name for name in names)
+    table_md.write_text(data["markdown"])
     panels = [
         (entry["label"] + (" (base)" if entry["is_base"] else ""),
          {name: (item["mean"], item["half_width"]) for name, item in entry["per_class_ap50"].items()})
         for entry in data["rows"]
     ]
-    plot_per_class_ap50_panels(panels, folder / TABLE_PNG,
+    plot_per_class_ap50_panels(panels, table_png,
                                f"{study.name}: per-class AP50 on {data['dataset']} (mean, 95% interval)")
-    data["files"] = [str(folder / name) for name in (TABLE_MD, TABLE_JSON, TABLE_PNG)]
-    with open(folder / TABLE_JSON, "w") as f:
+    data["files"] = [str(path) for path in (table_md, table_json, table_png)]
+    with open(table_json, "w") as f:
         json.dump(_json_safe(data), f, indent=2, allow_nan=False)
         f.write("\n")
     return data
@@ -499,6 +601,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="check the study and print each run's state and command; train nothing")
     parser.add_argument("--table-only", action="store_true", help="train nothing, only write the table")
+    parser.add_argument("--evaluate-on", metavar="DATASET",
+                        help="train nothing: evaluate every finished run's model_final.pth on this registered "
+                        "dataset (e.g. the held-out cxr_phantom_test), add it to the run's eval_results.json, "
+                        "tabulate it into table_DATASET.md")
+    parser.add_argument("--dataset", help="tabulate this dataset of the runs' results, not the study's "
+                        "(files table_DATASET.*)")
     parser.add_argument("--num-gpus", type=int, help="passed to tools/train_net.py (GPUs, or CPU processes)")
     parser.add_argument("--precision", type=int, default=1, help="decimals in table.md (default: 1)")
     return parser
@@ -517,8 +625,15 @@ def main(argv: Sequence[str], train_script) -> int:
 def _main(args: argparse.Namespace, train_script) -> int:
     try:
         study = load_study(args.study)
-        failures = [] if args.table_only else run_study(
-            study, args.output_root, train_script, args.only, args.num_gpus, args.dry_run, seeds=args.seeds)
+        if args.evaluate_on and (args.dry_run or args.table_only):
+            raise StudyError("--evaluate-on evaluates, so it cannot go with --dry-run or --table-only")
+        if args.evaluate_on:
+            failures = evaluate_on(study, args.output_root, train_script, args.evaluate_on, args.only, args.seeds)
+        elif args.table_only:
+            failures = []
+        else:
+            failures = run_study(
+                study, args.output_root, train_script, args.only, args.num_gpus, args.dry_run, seeds=args.seeds)
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -528,7 +643,7 @@ def _main(args: argparse.Namespace, train_script) -> int:
     if args.dry_run:
         return 0
     try:
-        data = write_study_table(study, args.output_root, args.precision)
+        data = write_study_table(study, args.output_root, args.precision, args.dataset or args.evaluate_on)
     except (ValueError, FileNotFoundError) as error:
         print(f"[{study.name}] no table: {error}", file=sys.stderr)
         return 1
