@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import yaml
+from detectron2.data import DatasetCatalog
 
 from ..evaluation.ablation_table import Row, load_run, render_markdown, table_data
 from ..evaluation.plots import plot_per_class_ap50_panels
@@ -262,6 +263,13 @@ def select_seeds(study: Study, seeds: Optional[Sequence[int]]) -> Tuple[int, ...
     return tuple(seed for seed in study.all_seeds if seed in seeds)
 
 
+def selected_runs(study: Study, rows: Sequence[StudyRow],
+                  seeds: Optional[Sequence[int]]) -> List[Tuple[StudyRow, int]]:
+    """(row, seed) of each run of `rows` that the --seed selection names, row-major, each row over its own seeds."""
+    selected = select_seeds(study, seeds)
+    return [(row, seed) for row in rows for seed in study.seeds_of(row) if seed in selected]
+
+
 def run_dir(output_root, study: Study, row: StudyRow, seed: int) -> Path:
     return Path(output_root) / study.name / row.name / f"seed{seed}"
 
@@ -317,15 +325,14 @@ def plan_runs(study: Study, output_root, train_script, only=None, num_gpus=None,
               seeds=None) -> List[PlannedRun]:
     """Every run of the selected rows and seeds, row-major, with its state and command."""
     rows = select_rows(study, only)
-    selected_seeds = select_seeds(study, seeds)
+    runs = selected_runs(study, rows, seeds)
     max_iter = check_configs(study, rows)
     plan = []
-    for row in rows:
-        for seed in (seed for seed in study.seeds_of(row) if seed in selected_seeds):
-            output_dir = run_dir(output_root, study, row, seed)
-            state = run_state(output_dir)
-            command = train_command(study, row, seed, output_dir, state, train_script, num_gpus)
-            plan.append(PlannedRun(row, seed, output_dir, state, command, max_iter[row.name]))
+    for row, seed in runs:
+        output_dir = run_dir(output_root, study, row, seed)
+        state = run_state(output_dir)
+        command = train_command(study, row, seed, output_dir, state, train_script, num_gpus)
+        plan.append(PlannedRun(row, seed, output_dir, state, command, max_iter[row.name]))
     return plan
 
 
@@ -461,15 +468,12 @@ def evaluate_on(study: Study, output_root, train_script, dataset: str, only=None
     """Evaluate every finished run of the selected rows and seeds on `dataset` (e.g. a held-out split) and add
     its results to the run's eval_results.json; runs that have them are skipped, unfinished ones reported.
     Returns one line per run that could not be evaluated."""
-    from detectron2.data import DatasetCatalog
-
     if dataset not in DatasetCatalog.list():
         close = difflib.get_close_matches(dataset, DatasetCatalog.list(), n=5, cutoff=0.6)
         raise StudyError(f"--evaluate-on {dataset!r}: not a registered dataset" +
                          (f"; did you mean one of {close}?" if close else ""))
-    rows, selected_seeds = select_rows(study, only), select_seeds(study, seeds)
-    plan = [(row, seed, run_dir(output_root, study, row, seed)) for row in rows
-            for seed in study.seeds_of(row) if seed in selected_seeds]
+    plan = [(row, seed, run_dir(output_root, study, row, seed))
+            for row, seed in selected_runs(study, select_rows(study, only), seeds)]
     say(f"[{study.name}] evaluating {len(plan)} runs on {dataset}")
     failures: List[str] = []
     for index, (row, seed, output_dir) in enumerate(plan, 1):
