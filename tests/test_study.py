@@ -31,9 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 BASELINE = "configs/phantom/faster_rcnn_R18_FPN_phantom.yaml"
 TRAIN_NET = REPO / "tools" / "train_net.py"
 
-# Stands in for tools/train_net.py: records its argv, "trains" (checkpoint tag + model_final.pth) and writes
-# eval_results.json with values that depend on the row and the seed; fails for rows named "broken". With
-# --eval-only it evaluates MODEL.WEIGHTS on DATASETS.TEST: 5 AP50 lower than on cxr_phantom_val.
+# Stands in for tools/train_net.py: records its argv and thread settings, "trains" (checkpoint tag +
+# model_final.pth) and writes eval_results.json with values that depend on the row and the seed; fails for rows
+# named "broken". With --eval-only it evaluates MODEL.WEIGHTS on DATASETS.TEST: 5 AP50 lower than on
+# cxr_phantom_val.
 FAKE_TRAIN_NET = textwrap.dedent('''
     import ast, json, os, sys
     argv = sys.argv[1:]
@@ -42,6 +43,8 @@ FAKE_TRAIN_NET = textwrap.dedent('''
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "argv.json"), "a") as f:
         f.write(json.dumps(argv) + "\\n")
+    with open(os.path.join(out, "threads.txt"), "a") as f:
+        f.write(os.environ.get("OMP_NUM_THREADS", "unset") + "," + os.environ.get("MKL_NUM_THREADS", "unset") + "\\n")
     offset = 10.0 if "better" in out else 0.0
     if "--eval-only" in argv:
         assert os.path.isfile(opts["MODEL.WEIGHTS"]), opts["MODEL.WEIGHTS"]
@@ -328,6 +331,27 @@ def test_evaluate_on_adds_a_held_out_split_to_finished_runs_and_tabulates_it_apa
     assert main([str(path), "--output-root", str(out), "--evaluate-on", "cxr_phantom_tset"], fake) == 2
     assert "not a registered dataset; did you mean one of ['cxr_phantom_test'" in capsys.readouterr().err
     assert main([str(path), "--output-root", str(out), "--evaluate-on", "cxr_phantom_test", "--dry-run"], fake) == 2
+
+
+def test_torch_threads_reach_every_run_and_evaluation(tmp_path, in_repo, capsys, monkeypatch):
+    fake = tmp_path / "fake_train_net.py"
+    fake.write_text(FAKE_TRAIN_NET)
+    path, out = write_study(tmp_path, TWO_ROWS), tmp_path / "out"
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    assert main([str(path), "--output-root", str(out), "--only", "base"], fake) == 0
+    assert main([str(path), "--output-root", str(out), "--only", "better", "--torch-threads", "1"], fake) == 0
+    assert main([str(path), "--output-root", str(out), "--evaluate-on", "cxr_phantom_test", "--seed", "0",
+                 "--torch-threads", "2"], fake) == 0
+    runs = out / "demo"
+    assert (runs / "base" / "seed1" / "threads.txt").read_text() == "7,unset\n"  # inherited without the flag
+    assert (runs / "better" / "seed1" / "threads.txt").read_text() == "1,1\n"
+    assert (runs / "better" / "seed0" / "eval_on_cxr_phantom_test" / "threads.txt").read_text() == "2,2\n"
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(path), "--torch-threads", bad], fake)
+        assert exit_info.value.code == 2
+        assert f"--torch-threads: expected a whole number of at least 1, got '{bad}'" in capsys.readouterr().err
 
 
 # Stands in for a multi-process training (--num-gpus): starts a worker process, then waits.

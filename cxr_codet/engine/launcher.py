@@ -74,8 +74,8 @@ def _plain_log_files(output_dir: str) -> None:
 
 def setup_cfg(args):
     """`build_cfg` from the command line (normalisation checked against the weights it loads), then detectron2's
-    run setup (output folder, logs, config dump). A concept-group batch layout that cannot work fails here, before
-    any data is read."""
+    run setup (output folder, logs, config dump, seed) and the logged torch thread count. A concept-group batch
+    layout that cannot work fails here, before any data is read."""
     cfg = build_cfg(args.config_file, args.opts)
     check_input_normalization(cfg)
     if cfg.DATALOADER.SAMPLER_TRAIN == "ConceptGroupSampler" and not args.eval_only:
@@ -84,6 +84,8 @@ def setup_cfg(args):
         _plain_log_files(cfg.OUTPUT_DIR)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cxr_codet")
+    logger.info("torch CPU threads: %d (OMP_NUM_THREADS); on CPU a run with a fixed SEED repeats exactly only at "
+                "the same thread count", torch.get_num_threads())
     return cfg
 
 

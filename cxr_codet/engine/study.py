@@ -348,7 +348,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def execute(run: PlannedRun, say: Callable[[str], None], prefix: str) -> int:
+def run_environment(torch_threads: Optional[int] = None) -> dict:
+    """The environment of a run's process: unbuffered output and, with `torch_threads`, torch's CPU thread count
+    (OMP_NUM_THREADS, MKL_NUM_THREADS); on CPU a seed repeats a run exactly only at the same thread count."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if torch_threads is not None:
+        env.update(OMP_NUM_THREADS=str(torch_threads), MKL_NUM_THREADS=str(torch_threads))
+    return env
+
+
+def execute(run: PlannedRun, say: Callable[[str], None], prefix: str, torch_threads: Optional[int] = None) -> int:
     """Run one training subprocess, its output appended to <run>/study_run.log; report its iteration every
     PROGRESS_PERIOD_S seconds; return its exit status. The run gets its own process group, so an interrupted
     runner stops it together with the processes it started (--num-gpus)."""
@@ -356,7 +365,7 @@ def execute(run: PlannedRun, say: Callable[[str], None], prefix: str) -> int:
     with open(run.output_dir / RUN_LOG, "a") as log:
         process = subprocess.Popen(run.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    bufsize=1, preexec_fn=_die_with_parent, start_new_session=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   env=run_environment(torch_threads))
         log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {run.state} run, pid {process.pid}\n"
                   f"$ {shlex.join(run.command)}\n")
         log.flush()
@@ -401,7 +410,7 @@ def run_lock(output_dir: Path):
 
 
 def run_study(study: Study, output_root, train_script, only=None, num_gpus=None, dry_run=False,
-              say: Callable[[str], None] = print, seeds=None) -> List[str]:
+              say: Callable[[str], None] = print, seeds=None, torch_threads: Optional[int] = None) -> List[str]:
     """Train and evaluate every pending run, printing progress; returns one line per failed run."""
     plan = plan_runs(study, output_root, train_script, only, num_gpus, seeds)
     counts = {state: sum(run.state == state for run in plan) for state in ("done", "resume", "new")}
@@ -433,7 +442,7 @@ def run_study(study: Study, output_root, train_script, only=None, num_gpus=None,
             say(f"{prefix}: {'resuming' if state == 'resume' else 'training'} | elapsed "
                 f"{_duration(time.monotonic() - started)} | ETA {eta} | log {run.output_dir / RUN_LOG}")
             run_started = time.monotonic()
-            status = execute(run, say, prefix)
+            status = execute(run, say, prefix, torch_threads)
             durations.append(time.monotonic() - run_started)
             if status == 0 and run_state(run.output_dir) == "done":
                 say(f"{prefix}: finished in {_duration(durations[-1])}")
@@ -464,7 +473,7 @@ def _has_results_for(output_dir: Path, dataset: str) -> bool:
 
 
 def evaluate_on(study: Study, output_root, train_script, dataset: str, only=None, seeds=None,
-                say: Callable[[str], None] = print) -> List[str]:
+                say: Callable[[str], None] = print, torch_threads: Optional[int] = None) -> List[str]:
     """Evaluate every finished run of the selected rows and seeds on `dataset` (e.g. a held-out split) and add
     its results to the run's eval_results.json; runs that have them are skipped, unfinished ones reported.
     Returns one line per run that could not be evaluated."""
@@ -496,7 +505,7 @@ def evaluate_on(study: Study, output_root, train_script, dataset: str, only=None
                 say(f"{prefix}: {'evaluated' if locked else 'being evaluated'} by another runner, skipped")
                 continue
             say(f"{prefix}: evaluating on {dataset} | log {eval_dir / RUN_LOG}")
-            status = execute(PlannedRun(row, seed, eval_dir, "eval", command, 0), say, prefix)
+            status = execute(PlannedRun(row, seed, eval_dir, "eval", command, 0), say, prefix, torch_threads)
             results_file = eval_dir / EVAL_RESULTS_FILENAME
             results = read_eval_results(results_file) if status == 0 and results_file.is_file() else {}
             if dataset in results:
@@ -612,8 +621,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", help="tabulate this dataset of the runs' results, not the study's "
                         "(files table_DATASET.*)")
     parser.add_argument("--num-gpus", type=int, help="passed to tools/train_net.py (GPUs, or CPU processes)")
+    parser.add_argument("--torch-threads", type=_positive_int, metavar="N",
+                        help="torch CPU threads of every run (OMP_NUM_THREADS; default: torch's choice). On CPU "
+                        "a seed repeats a run exactly only at the same thread count (MODEL_ZOO.md says which)")
     parser.add_argument("--precision", type=int, default=1, help="decimals in table.md (default: 1)")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str], train_script) -> int:
@@ -632,12 +655,14 @@ def _main(args: argparse.Namespace, train_script) -> int:
         if args.evaluate_on and (args.dry_run or args.table_only):
             raise StudyError("--evaluate-on evaluates, so it cannot go with --dry-run or --table-only")
         if args.evaluate_on:
-            failures = evaluate_on(study, args.output_root, train_script, args.evaluate_on, args.only, args.seeds)
+            failures = evaluate_on(study, args.output_root, train_script, args.evaluate_on, args.only, args.seeds,
+                                   torch_threads=args.torch_threads)
         elif args.table_only:
             failures = []
         else:
             failures = run_study(
-                study, args.output_root, train_script, args.only, args.num_gpus, args.dry_run, seeds=args.seeds)
+                study, args.output_root, train_script, args.only, args.num_gpus, args.dry_run, seeds=args.seeds,
+                torch_threads=args.torch_threads)
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
