@@ -1,8 +1,12 @@
-"""A DetectionCheckpointer whose files are never left half-written.
+"""A DetectionCheckpointer whose files are never left half-written, and that reads torchvision ResNets.
 
 fvcore writes `model_XXXX.pth` in place and then the `last_checkpoint` tag; a process killed during
 the write leaves a truncated file that `--resume` would then try to load. We write to a temporary
 file in the same folder and `os.replace` it (atomic on POSIX), the checkpoint first and the tag after.
+
+A torchvision ImageNet ResNet (`resnet50-*.pth`, keys `layer1.0.conv1.weight`) given as MODEL.WEIGHTS is renamed
+onto detectron2's ResNet (modeling/backbone/torchvision_resnet.py) and matched by detectron2's name heuristics,
+as its own R-50.pkl is.
 """
 import os
 import tempfile
@@ -10,6 +14,8 @@ import tempfile
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils import comm
+
+from ..modeling.backbone.torchvision_resnet import is_torchvision_resnet, torchvision_to_detectron2_resnet
 
 
 def _atomic_write(path: str, write) -> None:
@@ -29,7 +35,16 @@ def _atomic_write(path: str, write) -> None:
 
 
 class AtomicDetectionCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer with atomic `save` and `tag_last_checkpoint`."""
+    """DetectionCheckpointer with atomic `save` and `tag_last_checkpoint`, reading torchvision ResNets too."""
+
+    def _load_file(self, filename: str):
+        loaded = super()._load_file(filename)
+        model = loaded.get("model")
+        if isinstance(model, dict) and not loaded.get("matching_heuristics") and is_torchvision_resnet(model):
+            self.logger.info("%s is a torchvision ResNet: renaming its keys onto detectron2's ResNet", filename)
+            return {"model": torchvision_to_detectron2_resnet(model), "__author__": "torchvision",
+                    "matching_heuristics": True}
+        return loaded
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:

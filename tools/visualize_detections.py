@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Ground truth and predictions side by side on a few test images, one per finding (one PNG).
+
+    python tools/visualize_detections.py --dataset nih_cxr14_bbox_val \\
+        --results output/nih/faster_rcnn_lite0_FPN/inference/nih_cxr14_bbox_val/coco_instances_results.json \\
+        --output output/nih/faster_rcnn_lite0_FPN/detections_nih_cxr14_bbox_val.png
+
+Detections hitting a ground-truth box of their finding (IoU >= --hit-iou) are cyan, the others red
+(cxr_codet/evaluation/detection_figures.py).
+"""
+import argparse
+import json
+import sys
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+import cxr_codet  # noqa: F401  (registers the datasets)
+from cxr_codet.evaluation.detection_figures import (
+    choose_images,
+    detection_rows,
+    detections_by_image,
+    save_detection_figure,
+)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True, help="registered test dataset the results are of")
+    parser.add_argument("--results", required=True, help="coco_instances_results.json written by the evaluator")
+    parser.add_argument("--output", required=True, help="PNG to write")
+    parser.add_argument("--per-finding", type=int, default=1, help="images per finding (default 1)")
+    parser.add_argument("--max-detections", type=int, default=3, help="highest-scored detections drawn per image")
+    parser.add_argument("--min-score", type=float, default=0.0, help="detections below this score are not drawn")
+    parser.add_argument("--hit-iou", type=float, default=0.4, help="IoU with a same-finding box that counts as a hit")
+    args = parser.parse_args(argv)
+    for name in ("per_finding", "max_detections"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0.0 < args.hit_iou <= 1.0:
+        parser.error(f"--hit-iou must lie in (0, 1], got {args.hit_iou}")
+    if args.dataset not in DatasetCatalog.list():
+        parser.error(f"--dataset {args.dataset!r} is not a registered dataset")
+    try:
+        with open(args.results, encoding="utf-8") as f:
+            results = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        parser.error(f"--results {args.results}: cannot read it as JSON ({e})")
+    metadata = MetadataCatalog.get(args.dataset)
+    records = DatasetCatalog.get(args.dataset)
+    chosen = choose_images(records, len(metadata.thing_classes), args.per_finding)
+    figure = detection_rows(
+        chosen, detections_by_image(results, getattr(metadata, "thing_dataset_id_to_contiguous_id", None)),
+        metadata.thing_classes, max_detections=args.max_detections, min_score=args.min_score, hit_iou=args.hit_iou)
+    print(f"Wrote {save_detection_figure(args.output, figure)} ({len(chosen)} images)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
