@@ -5,10 +5,20 @@ the commas split into four) and `<folder>/images/<Image Index>`. Image sizes are
 headers, so downsized copies work; the split is by patient (the first 8 characters of the image name).
 The boxes are not exhaustive: an image can show a finding that has no box, so treat missed detections
 of unboxed findings with care (precision is a lower bound).
+
+NIH's image-level labels: when `<folder>/Data_Entry_2017_v2020.csv` (or `.csv.gz`, as torchxrayvision ships it)
+is present, each record also carries "nih_labels" (the image's '|'-joined `Finding Labels` over NIH's 14 labels,
+NLP-mined from the reports, so noisy; [] for `No Finding`), "nih_box_labels" (those labels that are box
+findings, as contiguous ids: Infiltration is the box list's Infiltrate) and a "caption"/"captions" composed from
+all its NIH labels (a label without a box class is a caption word, not a class); the mapping is
+datasets/metadata/nih_cxr14_labels.json. "image_labels" stays the findings of the image's boxes.
 """
+import functools
+import json
 import logging
 import os
-from typing import Dict, List, Sequence
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -17,11 +27,15 @@ from detectron2.structures import BoxMode
 from PIL import Image
 
 from ..classes import NIH_CXR14_BBOX_CLASSES
+from ..descriptions import GRANULARITIES, compose_caption
 from ..text_files import read_utf8_csv
 
 logger = logging.getLogger(__name__)
 
 BBOX_CSV = "BBox_List_2017.csv"
+# NIH's image-level label file, first found wins (torchxrayvision ships the gzipped one).
+DATA_ENTRY_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017_v2020.csv.gz", "Data_Entry_2017.csv")
+LABELS_FILE = Path(__file__).resolve().parents[3] / "datasets" / "metadata" / "nih_cxr14_labels.json"
 IMAGE_FOLDER = "images"
 DATASET_FOLDER = "nih_cxr14"
 DEFAULT_VAL_FRACTION = 0.2  # of patients
@@ -65,6 +79,69 @@ def read_bbox_csv(csv_file: str) -> pd.DataFrame:
     return table
 
 
+@functools.lru_cache(maxsize=None)
+def nih_label_mapping() -> Tuple[Dict[str, Tuple[Optional[str], str]], str]:
+    """({NIH label: (box finding or None, description name)}, the no-finding label) from LABELS_FILE."""
+    with open(LABELS_FILE, encoding="utf-8") as f:
+        data = json.load(f)
+    mapping = {}
+    for label, entry in data["labels"].items():
+        box = entry["box_finding"]
+        if box is not None and box not in NIH_CXR14_BBOX_CLASSES:
+            raise ValueError(f"{LABELS_FILE}: label {label!r} maps to {box!r}, not one of {list(NIH_CXR14_BBOX_CLASSES)}")
+        mapping[label] = (box, entry["description"])
+    return mapping, data["no_finding"]
+
+
+def read_data_entry(path: str) -> Dict[str, List[str]]:
+    """NIH's `Data_Entry_2017*.csv(.gz)` as {Image Index: sorted NIH labels} ([] for `No Finding`); errors name
+    the file, the line and the label."""
+    mapping, no_finding = nih_label_mapping()
+    try:
+        table = read_utf8_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
+        raise ValueError(f"{path}: cannot read as a UTF-8 CSV ({type(e).__name__}: {e})") from e
+    missing = [c for c in ("Image Index", "Finding Labels") if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: no column {missing} (NIH's layout starts 'Image Index,Finding Labels,...')")
+    labels: Dict[str, List[str]] = {}
+    lines: Dict[str, int] = {}
+    for line, (image, text) in enumerate(zip(table["Image Index"], table["Finding Labels"]), start=2):
+        names = [t.strip() for t in text.split("|") if t.strip()]
+        unknown = [n for n in names if n not in mapping and n != no_finding]
+        if unknown or not names:
+            raise ValueError(f"{path}: line {line}: Finding Labels {text!r} has unknown label(s) {unknown}; expected "
+                             f"'{no_finding}' or '|'-joined labels of {sorted(mapping)}")
+        if no_finding in names and len(names) > 1:
+            raise ValueError(f"{path}: line {line}: '{no_finding}' beside other labels in {text!r}")
+        if image in labels:
+            raise ValueError(f"{path}: line {line}: image {image!r} is listed again (first on line {lines[image]})")
+        labels[image], lines[image] = sorted(n for n in names if n != no_finding), line
+    return labels
+
+
+def find_data_entry(folder: str) -> Optional[str]:
+    """The first of DATA_ENTRY_FILES in `folder`, or None."""
+    for name in DATA_ENTRY_FILES:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def image_level_fields(nih_labels: Sequence[str], index: int) -> dict:
+    """The record fields NIH's labels give an image: nih_labels, nih_box_labels (contiguous ids), caption(s)."""
+    mapping, _ = nih_label_mapping()
+    boxes = sorted({NIH_CXR14_BBOX_CLASSES.index(mapping[n][0]) for n in nih_labels if mapping[n][0] is not None})
+    described = [mapping[n][1] for n in nih_labels]
+    return {
+        "nih_labels": list(nih_labels),
+        "nih_box_labels": boxes,
+        "caption": compose_caption(described, "unelaborate", index),
+        "captions": {g: compose_caption(described, g, index) for g in GRANULARITIES},
+    }
+
+
 def load_nih_cxr14_bbox(csv_file: str, image_root: str) -> List[dict]:
     """detectron2 dicts, one per image with its boxes (XYWH_ABS, clipped to the image as read from disk).
 
@@ -72,6 +149,8 @@ def load_nih_cxr14_bbox(csv_file: str, image_root: str) -> List[dict]:
     reaching beyond the image clipped, each counted in a warning.
     """
     table = read_bbox_csv(csv_file)
+    data_entry_file = find_data_entry(os.path.dirname(csv_file))
+    nih_labels = read_data_entry(data_entry_file) if data_entry_file else None
     issues: Dict[str, List[str]] = {}
     records = []
     for number, (image_index, rows) in enumerate(table.groupby("image", sort=True)):
@@ -97,7 +176,7 @@ def load_nih_cxr14_bbox(csv_file: str, image_root: str) -> List[dict]:
                 "category_id": NIH_CXR14_BBOX_CLASSES.index(row.finding),
                 "iscrowd": 0,
             })
-        records.append({
+        record = {
             "file_name": file_name,
             "image_id": number,  # position in the sorted box list: stable, and an int as COCO tools expect
             "image_index": image_index,
@@ -106,11 +185,18 @@ def load_nih_cxr14_bbox(csv_file: str, image_root: str) -> List[dict]:
             "patient_id": image_index[:_PATIENT_ID_LENGTH],
             "image_labels": sorted({a["category_id"] for a in annotations}),
             "annotations": annotations,
-        })
+        }
+        if nih_labels is not None:
+            if image_index in nih_labels:
+                record.update(image_level_fields(nih_labels[image_index], number))
+            else:
+                issues.setdefault(f"image not in {os.path.basename(data_entry_file)} (no NIH labels)", []).append(image_index)
+        records.append(record)
     for reason, items in issues.items():
         logger.warning(f"{csv_file}: {len(items)} x {reason} (e.g. {', '.join(items[:3])})")
     num_boxes = sum(len(r["annotations"]) for r in records)
-    logger.info(f"Loaded {len(records)} images with {num_boxes} boxes from {csv_file}")
+    labelled = f"; NIH image-level labels from {data_entry_file}" if data_entry_file else ""
+    logger.info(f"Loaded {len(records)} images with {num_boxes} boxes from {csv_file}{labelled}")
     return records
 
 
