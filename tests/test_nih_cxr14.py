@@ -62,6 +62,14 @@ def test_train_and_val_split_by_patient(registered):
     assert [r["image_id"] for r in DatasetCatalog.get(registered["val"])] == [r["image_id"] for r in val]  # seeded
 
 
+def test_dev_split_is_a_patient_level_part_of_train(registered):
+    train = {r["image_id"] for r in DatasetCatalog.get(registered["train"])}
+    devtrain, dev = (DatasetCatalog.get(registered[s]) for s in ("devtrain", "dev"))
+    assert {r["image_id"] for r in devtrain} | {r["image_id"] for r in dev} == train
+    assert not {r["patient_id"] for r in devtrain} & {r["patient_id"] for r in dev}
+    assert 0.1 < len({r["patient_id"] for r in dev}) / len({r["patient_id"] for r in devtrain + dev}) < 0.3
+
+
 def test_split_by_patient_seed_and_bad_split():
     records = [{"patient_id": f"{k // 2:08d}", "image_id": k} for k in range(40)]
     val_a = split_by_patient(records, "val", 0.25, seed=0)

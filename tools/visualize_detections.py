@@ -12,15 +12,14 @@ import argparse
 import json
 import sys
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
-import cxr_codet  # noqa: F401  (registers the datasets)
+import cxr_codet  # noqa: F401  (first: applies the detectron2 compatibility shims, registers the datasets)
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from cxr_codet.evaluation.detection_figures import (
     choose_images,
     detection_rows,
     detections_by_image,
     save_detection_figure,
-)
+)  # noqa: E402
 
 
 def main(argv=None):

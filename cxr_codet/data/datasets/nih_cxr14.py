@@ -40,7 +40,8 @@ IMAGE_FOLDER = "images"
 DATASET_FOLDER = "nih_cxr14"
 DEFAULT_VAL_FRACTION = 0.2  # of patients
 DEFAULT_SEED = 0
-SPLITS = ("train", "val", "all")
+# "dev" is a patient-level share of "train" (the rest: "devtrain") for choosing recipes, so that no choice touches "val".
+SPLITS = ("train", "val", "all", "devtrain", "dev")
 _COLUMNS = ["image", "finding", "x", "y", "w", "h"]
 _PATIENT_ID_LENGTH = 8
 
@@ -201,11 +202,15 @@ def load_nih_cxr14_bbox(csv_file: str, image_root: str) -> List[dict]:
 
 
 def split_by_patient(records: Sequence[dict], split: str, val_fraction: float, seed: int) -> List[dict]:
-    """The records of `split` ("train", "val" or "all"); a seeded share of patients goes to val."""
+    """The records of `split` (one of SPLITS); a seeded share of patients goes to val, and the same share of
+    train's patients (seed + 1) to dev, the rest of train being devtrain."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
     if split == "all":
         return list(records)
+    if split in ("devtrain", "dev"):
+        train = split_by_patient(records, "train", val_fraction, seed)
+        return split_by_patient(train, "val" if split == "dev" else "train", val_fraction, seed + 1)
     patients = sorted({r["patient_id"] for r in records})
     shuffled = np.random.default_rng(seed).permutation(len(patients))
     n_val = int(len(patients) * val_fraction + 0.5)
@@ -216,9 +221,8 @@ def split_by_patient(records: Sequence[dict], split: str, val_fraction: float, s
 def register_nih_cxr14_bbox(
     folder: str, prefix: str = "nih_cxr14_bbox", val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SEED
 ) -> List[str]:
-    """Register `<prefix>_{train,val,all}` from `folder` (BBox_List_2017.csv + images/); returns the names.
-
-    Loading is lazy; the patient split is seeded, so train and val never share a patient.
+    """Register `<prefix>_{train,val,all,devtrain,dev}` from `folder` (BBox_List_2017.csv + images/); returns the
+    names. Loading is lazy; the patient splits are seeded, so train and val (devtrain and dev) never share a patient.
     """
     csv_file = os.path.join(folder, BBOX_CSV)
     image_root = os.path.join(folder, IMAGE_FOLDER)
@@ -243,5 +247,5 @@ def register_nih_cxr14_bbox(
 
 
 def register_all_nih_cxr14(root: str) -> List[str]:
-    """Register nih_cxr14_bbox_{train,val,all} from `<root>/nih_cxr14/` (lazily: nothing is read now)."""
+    """Register nih_cxr14_bbox_{train,val,all,devtrain,dev} from `<root>/nih_cxr14/` (lazily: nothing is read now)."""
     return register_nih_cxr14_bbox(os.path.join(root, DATASET_FOLDER))
