@@ -229,6 +229,10 @@ def _add_side_heads_config(cfg):
     localization.BOOTSTRAP_SAMPLES = 1000
     # Images whose heat-map overlays (PNG, ground-truth boxes drawn) are written to the evaluator's folder.
     localization.NUM_OVERLAYS = 8
+    # IoBB thresholds of the localization accuracy (Wang et al. 2017, ChestX-ray8, Table 4).
+    localization.IOBB_THRESHOLDS = [0.1, 0.25, 0.5, 0.75, 0.9]
+    # Threshold on the [-1, 1] normalised map whose components are the boxes scored by IoBB (Wang et al.: 180/255).
+    localization.IOBB_MAP_THRESHOLD = 0.41
 
 
 def _add_image_heads_config(cfg):

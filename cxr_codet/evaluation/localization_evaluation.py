@@ -5,7 +5,8 @@ It reads, for each image, the model output's "localization" entry ({"findings", 
 (image, finding) pair that has boxes, the ground truth being the union of that finding's boxes (for a
 record with a "phrase", as MS-CXR gives, the pair is (image, phrase) with all the record's boxes).
 Metrics are LocalizationAccumulator's: mean IoU over thresholds, CNR, two-class mIoU, pointing game, per
-finding and macro-averaged, with bootstrap CIs; returned as {"localization": {...}} (plain fractions, not
+finding and macro-averaged, with bootstrap CIs; and Wang et al.'s localization accuracy by IoBB per
+ground-truth box (iobb.py, "IoBB_acc@T"); returned as {"localization": {...}} (plain fractions, not
 percent). Heat-map overlays of the first NUM_OVERLAYS images are written to `output_dir`/heatmap_overlays/.
 
 Evaluator choice per dataset: `build_configured_evaluator` builds and combines the evaluators that
@@ -27,6 +28,7 @@ from ..modeling.postprocessing import gmm_threshold_mask
 from .base import CXRDatasetEvaluator, file_slug
 from .build import EVALUATOR_REGISTRY
 from .heatmap_overlays import save_heatmap_overlay
+from .iobb import WANG_IOBB_THRESHOLDS, WANG_MAP_THRESHOLD, IoBBAccumulator
 from .localization_metrics import DEFAULT_THRESHOLDS, LocalizationAccumulator
 
 logger = logging.getLogger(__name__)
@@ -83,7 +85,8 @@ class LocalizationEvaluator(CXRDatasetEvaluator):
 
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None, *,
                  thresholds: Sequence[float] = DEFAULT_THRESHOLDS, two_class_mask: str = "thresholds",
-                 n_bootstrap: int = 1000, num_overlays: int = 8, distributed: bool = True):
+                 n_bootstrap: int = 1000, num_overlays: int = 8, distributed: bool = True,
+                 iobb_thresholds: Sequence[float] = WANG_IOBB_THRESHOLDS, iobb_map_threshold: float = WANG_MAP_THRESHOLD):
         """
         Args:
             dataset_name: a registered dataset with boxes and thing_classes.
@@ -93,6 +96,7 @@ class LocalizationEvaluator(CXRDatasetEvaluator):
             n_bootstrap: bootstrap resamples of the confidence intervals.
             num_overlays: images whose overlays are written (per process).
             distributed: gather samples from every process before summarising.
+            iobb_thresholds, iobb_map_threshold: Wang et al.'s IoBB thresholds and the map threshold of their boxes.
         """
         if two_class_mask not in TWO_CLASS_MASKS:
             raise ValueError(f"TEST.LOCALIZATION.TWO_CLASS_MASK must be one of {sorted(TWO_CLASS_MASKS)}, "
@@ -103,11 +107,14 @@ class LocalizationEvaluator(CXRDatasetEvaluator):
         self._num_overlays = int(num_overlays)
         self._settings = dict(thresholds=tuple(thresholds), mask_fn=TWO_CLASS_MASKS[two_class_mask],
                               n_bootstrap=int(n_bootstrap))
+        self._iobb_settings = dict(thresholds=tuple(iobb_thresholds), map_threshold=float(iobb_map_threshold))
+        IoBBAccumulator(**self._iobb_settings)  # refuse bad settings now, not after inference
         self._read_records_and_classes()
         self.reset()
 
     def reset(self):
         self._accumulator = LocalizationAccumulator(**self._settings)
+        self._iobb = IoBBAccumulator(**self._iobb_settings)
         self._rows: List[Tuple[str, Dict[str, float]]] = []
         self._skipped: Counter = Counter()
         self._overlay_images = 0
@@ -131,6 +138,7 @@ class LocalizationEvaluator(CXRDatasetEvaluator):
                 heatmap = heatmap.detach().cpu().numpy() if hasattr(heatmap, "detach") else np.asarray(heatmap)
                 boxes = _scaled_boxes(boxes, record, heatmap.shape)
                 metrics = self._accumulator.add(finding, heatmap, boxes=boxes)
+                self._iobb.add(finding, heatmap, boxes)
                 if metrics:
                     self._rows.append((finding, metrics))
                 else:
@@ -155,13 +163,17 @@ class LocalizationEvaluator(CXRDatasetEvaluator):
             name = f"{stem}_{file_slug(finding, 'finding')}{suffix}.png"
             save_heatmap_overlay(os.path.join(self._output_dir, OVERLAY_FOLDER, name), image, heatmap, boxes, title)
 
-    def _all_samples(self) -> Optional[LocalizationAccumulator]:
-        """The accumulator with every process's samples (None on non-main processes)."""
+    def _all_samples(self) -> Optional[Tuple[LocalizationAccumulator, IoBBAccumulator]]:
+        """The accumulators with every process's samples (None on non-main processes)."""
         if not self._distributed or comm.get_world_size() == 1:
-            return self._accumulator
+            return self._accumulator, self._iobb
         rows, skipped = self._gathered(self._rows), self._gathered([self._skipped])
+        iobb_parts = self._gathered([self._iobb.best_by_finding()])
         if rows is None:
             return None
+        merged_iobb = IoBBAccumulator(**self._iobb_settings)
+        for part in iobb_parts:
+            merged_iobb.merge(part)
         merged = LocalizationAccumulator(**self._settings)
         # LocalizationAccumulator has no public merge; fill its per-finding lists with the gathered samples.
         for finding, metrics in rows:
@@ -170,18 +182,20 @@ class LocalizationEvaluator(CXRDatasetEvaluator):
         for counts in skipped:
             for finding, count in counts.items():
                 merged._skipped[finding] += count
-        return merged
+        return merged, merged_iobb
 
     def evaluate(self):
         """{"localization": flat metrics} (see LocalizationAccumulator.summarize); {} on non-main processes."""
-        accumulator = self._all_samples()
-        if accumulator is None:
+        gathered = self._all_samples()
+        if gathered is None:
             return {}
+        accumulator, iobb_accumulator = gathered
         if len(accumulator) == 0:
             logger.warning(f"{self._dataset_name}: no (image, finding) sample with boxes was scored; "
                            "no localization metrics")
             return {}
         results = accumulator.summarize()
+        results.update(iobb_accumulator.summarize())
         self._log_table(results)
         if self._output_dir and self._overlay_images:
             logger.info(f"Wrote heat-map overlays of {self._overlay_images} image(s) to "
@@ -199,6 +213,14 @@ class LocalizationEvaluator(CXRDatasetEvaluator):
                     f"{list(self._settings['thresholds'])}; mIoU_2class: foreground/background mean):\n"
                     + tabulate(rows, headers=["finding", "samples", *_TABLE_METRICS], tablefmt="pipe",
                                floatfmt=".3f"))
+        thresholds = self._iobb_settings["thresholds"]
+        rows = [[finding, int(results.get(f"num_boxes-IoBB-{finding}", 0))]
+                + [results.get(f"IoBB_acc@{t:g}-{finding}", float("nan")) for t in thresholds] for finding in findings]
+        rows.append(["(mean over findings)", ""] + [results.get(f"IoBB_acc@{t:g}", float("nan")) for t in thresholds])
+        logger.info(f"Localization accuracy by IoBB (Wang et al. 2017; boxes from the map above "
+                    f"{self._iobb_settings['map_threshold']:.2f}) of '{self._dataset_name}':\n"
+                    + tabulate(rows, headers=["finding", "boxes", *(f"IoBB > {t:g}" for t in thresholds)],
+                               tablefmt="pipe", floatfmt=".3f"))
 
 
 @EVALUATOR_REGISTRY.register()
@@ -212,4 +234,6 @@ def localization(cfg, dataset_name, output_folder):
         two_class_mask=section.TWO_CLASS_MASK,
         n_bootstrap=section.BOOTSTRAP_SAMPLES,
         num_overlays=section.NUM_OVERLAYS,
+        iobb_thresholds=tuple(section.IOBB_THRESHOLDS),
+        iobb_map_threshold=section.IOBB_MAP_THRESHOLD,
     )
