@@ -13,7 +13,7 @@ SUBSET = "nih-cxr14-bbox"
 @pytest.fixture(scope="module")
 def registered(shared_data):
     names = register_nih_cxr14_bbox(str(shared_data / SUBSET), prefix="test_nih_subset")
-    yield {name.rsplit("_", 1)[1]: name for name in names}
+    yield {name[len("test_nih_subset_"):]: name for name in names}
     for name in names:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)

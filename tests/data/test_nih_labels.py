@@ -65,3 +65,24 @@ def test_without_a_data_entry_file_records_have_no_nih_labels(tmp_path, shared_d
     shutil.copy(folder / "BBox_List_2017.csv", tmp_path / "BBox_List_2017.csv")
     records = load_nih_cxr14_bbox(str(tmp_path / "BBox_List_2017.csv"), str(folder / "images"))
     assert len(records) == 438 and not any("nih_labels" in r or "caption" in r for r in records)
+
+
+def test_nih_labels_datasets_take_image_labels_from_nih(shared_data):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from cxr_codet.data.datasets.nih_cxr14 import register_nih_cxr14_bbox, with_nih_image_labels
+
+    names = register_nih_cxr14_bbox(str(shared_data / "nih-cxr14-bbox"), prefix="test_nihlabels")
+    try:
+        boxes, nih = DatasetCatalog.get("test_nihlabels_val"), DatasetCatalog.get("test_nihlabels_val_nih_labels")
+        assert [r["image_id"] for r in boxes] == [r["image_id"] for r in nih]
+        assert all(r["image_labels"] == r["nih_box_labels"] and r["annotations"] == b["annotations"]
+                   for r, b in zip(nih, boxes))
+        assert any(r["image_labels"] != b["image_labels"] for r, b in zip(nih, boxes))
+        assert "NLP-mined" in MetadataCatalog.get("test_nihlabels_val_nih_labels").image_labels_source
+    finally:
+        for name in names:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+    with pytest.raises(ValueError, match="have no NIH image-level labels"):
+        with_nih_image_labels([{"image_index": "x.png"}], "BBox_List_2017.csv")

@@ -218,34 +218,52 @@ def split_by_patient(records: Sequence[dict], split: str, val_fraction: float, s
     return [r for r in records if (r["patient_id"] in val_patients) == (split == "val")]
 
 
+def with_nih_image_labels(records: Sequence[dict], csv_file: str) -> List[dict]:
+    """Copies of `records` whose "image_labels" are NIH's own labels mapped to the box findings ("nih_box_labels")
+    instead of their boxes' findings; boxes unchanged. Refuses records without NIH labels, naming the file."""
+    missing = [r["image_index"] for r in records if "nih_box_labels" not in r]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} image(s) of {csv_file} have no NIH image-level labels (e.g. {missing[:3]}): the *_nih_labels "
+            f"datasets need {DATA_ENTRY_FILES[0]} (or {DATA_ENTRY_FILES[1]}) beside it, listing every image"
+        )
+    return [dict(r, image_labels=list(r["nih_box_labels"])) for r in records]
+
+
 def register_nih_cxr14_bbox(
     folder: str, prefix: str = "nih_cxr14_bbox", val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SEED
 ) -> List[str]:
-    """Register `<prefix>_{train,val,all,devtrain,dev}` from `folder` (BBox_List_2017.csv + images/); returns the
-    names. Loading is lazy; the patient splits are seeded, so train and val (devtrain and dev) never share a patient.
+    """Register `<prefix>_<split>` for each of SPLITS from `folder` (BBox_List_2017.csv + images/), and
+    `<prefix>_<split>_nih_labels`, the same images whose "image_labels" are NIH's NLP-mined labels (mapped to the 8
+    box findings) rather than their boxes' findings; returns the names. Loading is lazy; the patient splits are
+    seeded, so train and val (devtrain and dev) never share a patient.
     """
     csv_file = os.path.join(folder, BBOX_CSV)
     image_root = os.path.join(folder, IMAGE_FOLDER)
     names = []
     for split in SPLITS:
-        name = f"{prefix}_{split}"
-        DatasetCatalog.register(
-            name,
-            lambda split=split: split_by_patient(load_nih_cxr14_bbox(csv_file, image_root), split, val_fraction, seed),
-        )
-        MetadataCatalog.get(name).set(
-            thing_classes=list(NIH_CXR14_BBOX_CLASSES),
-            evaluator_type="coco",
-            image_root=image_root,
-            csv_file=csv_file,
-            split_seed=seed,
-            val_fraction=val_fraction,
-            boxes_exhaustive=False,
-        )
-        names.append(name)
+        def load(split=split):
+            return split_by_patient(load_nih_cxr14_bbox(csv_file, image_root), split, val_fraction, seed)
+
+        for name, loader, labels in ((f"{prefix}_{split}", load, "the findings of its boxes"),
+                                     (f"{prefix}_{split}_nih_labels", lambda load=load: with_nih_image_labels(load(), csv_file),
+                                      "NIH's Finding Labels (NLP-mined), mapped to the box findings")):
+            DatasetCatalog.register(name, loader)
+            MetadataCatalog.get(name).set(
+                thing_classes=list(NIH_CXR14_BBOX_CLASSES),
+                evaluator_type="coco",
+                image_root=image_root,
+                csv_file=csv_file,
+                split_seed=seed,
+                val_fraction=val_fraction,
+                boxes_exhaustive=False,
+                image_labels_source=labels,
+            )
+            names.append(name)
     return names
 
 
 def register_all_nih_cxr14(root: str) -> List[str]:
-    """Register nih_cxr14_bbox_{train,val,all,devtrain,dev} from `<root>/nih_cxr14/` (lazily: nothing is read now)."""
+    """Register nih_cxr14_bbox_<split> and nih_cxr14_bbox_<split>_nih_labels for each of SPLITS from
+    `<root>/nih_cxr14/` (lazily: nothing is read now)."""
     return register_nih_cxr14_bbox(os.path.join(root, DATASET_FOLDER))
