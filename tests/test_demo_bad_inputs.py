@@ -121,6 +121,9 @@ def test_an_output_folder_that_cannot_be_made_and_bad_numbers_are_refused_first(
     for extra, message in cases:
         caplog.clear()
         assert _start_error(caplog, demo_main(base + extra)) == f"demo cannot start: {message}", extra
+    caplog.clear()
+    line = _start_error(caplog, demo_main(base + ["--output", str(tmp_path / "out"), "--vocabulary", "vindr_cxr_trian"]))
+    assert line.startswith("demo cannot start: unknown vocabulary 'vindr_cxr_trian': did you mean vindr_cxr_train")
     assert not (tmp_path / "out").exists()
 
 

@@ -121,7 +121,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if names is not None:
             predictor.use_vocabulary(names)
     except (ValueError, KeyError, FileNotFoundError, AssertionError) as e:  # yacs: AssertionError on unknown keys
-        logger.error("demo cannot start: %s", e)
+        logger.error("demo cannot start: %s", e.args[0] if isinstance(e, KeyError) and e.args else e)
         return 2
     args.output.mkdir(parents=True, exist_ok=True)
     written, skipped = [], []
