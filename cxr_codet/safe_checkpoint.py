@@ -156,8 +156,8 @@ def _unpickle(path: str, load: Callable[[], Any]) -> Any:
                 f"{path}: not a readable checkpoint: the pickle ends early (truncated?)"
             ) from None
         raise UnreadableCheckpointError(f"{path}: not a readable checkpoint: not a pickle of weights ({e})") from None
-    except ( ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError,
-            UnicodeDecodeError, OverflowError, MemoryError) as e:
+    except (ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError, UnicodeDecodeError,
+            OverflowError, MemoryError) as e:
         raise UnreadableCheckpointError(
             f"{path}: not a readable checkpoint: not a pickle of weights ({type(e).__name__}: {e})"
         ) from None
@@ -215,7 +215,9 @@ def _torch_load(path: str, weights_only: bool) -> Any:
             raise _ForbiddenGlobal(match.group(1) if match else "objects torch's weights-only loader refuses") from None
         raise UnreadableCheckpointError(f"{path}: not a readable checkpoint ({_first_line(e)})") from None
     except EOFError:
-        raise UnreadableCheckpointError(f"{path}: not a readable checkpoint: the file ends early (truncated?)") from None
+        raise UnreadableCheckpointError(
+            f"{path}: not a readable checkpoint: the file ends early (truncated?)"
+        ) from None
     except (RuntimeError, OSError) as e:  # torch's zip reader on truncated or corrupt archives
         if isinstance(e, (PermissionError, FileNotFoundError)):
             raise

@@ -164,7 +164,8 @@ def test_bad_boxes_are_skipped_or_clipped_and_reported(tmp_path, caplog):
     assert degenerate in warnings[0]
     assert "skipped 2 (box outside the image; e.g. annotation 4 of image 2, annotation 5 of image 2)" in warnings[0]
     assert "clipped 1 (clipped to the image; e.g. annotation 3 of image 2)" in warnings[0]
-    assert "1 image keeps findings that have no box left (image-level only, not No finding); e.g. image 1" in warnings[0]
+    assert ("1 image keeps findings that have no box left (image-level only, not No finding); e.g. image 1"
+            in warnings[0])
 
 
 def test_clean_file_gives_no_warning(tmp_path, caplog):

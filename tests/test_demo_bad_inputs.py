@@ -122,7 +122,8 @@ def test_an_output_folder_that_cannot_be_made_and_bad_numbers_are_refused_first(
         caplog.clear()
         assert _start_error(caplog, demo_main(base + extra)) == f"demo cannot start: {message}", extra
     caplog.clear()
-    line = _start_error(caplog, demo_main(base + ["--output", str(tmp_path / "out"), "--vocabulary", "vindr_cxr_trian"]))
+    misspelt = ["--output", str(tmp_path / "out"), "--vocabulary", "vindr_cxr_trian"]
+    line = _start_error(caplog, demo_main(base + misspelt))
     assert line.startswith("demo cannot start: unknown vocabulary 'vindr_cxr_trian': did you mean vindr_cxr_train")
     assert not (tmp_path / "out").exists()
 

@@ -225,8 +225,8 @@ def test_class_embedding_files_never_unpickle_and_name_the_file(tmp_path):
                                "as pickles (never done here); save the C x D matrix as a float array")
     marker = tmp_path / "ran"
     code_running_pth(tmp_path / "classes.pt", marker, {})
-    with pytest.raises(UnsafeCheckpointError, match=r"classes.pt: refused to load: .*builtins.exec.*re-save its weights "
-                                                   r"as plain tensors or arrays$"):
+    refusal = r"classes.pt: refused to load: .*builtins.exec.*re-save its weights as plain tensors or arrays$"
+    with pytest.raises(UnsafeCheckpointError, match=refusal):
         load_class_embeddings(str(tmp_path / "classes.pt"), 2)
     assert not marker.exists()
     torch.save(np.eye(3, dtype=np.float32), tmp_path / "numpy_matrix.pt")

@@ -25,10 +25,9 @@ def resolve_vocabulary(name: str) -> List[str]:
         return NAMED_VOCABULARIES[name]()
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    if name not in DatasetCatalog.list():
-        from ...engine.startup import cxr_dataset_names  # the CXR datasets, without detectron2's COCO/LVIS/ADE20K
-
-        cxr = cxr_dataset_names()
+    registered = DatasetCatalog.list()
+    if name not in registered:  # suggest CXR datasets, not detectron2's own COCO/LVIS/ADE20K registrations
+        cxr = [n for n in registered if not getattr(DatasetCatalog[n], "__module__", "").startswith("detectron2")]
         close = difflib.get_close_matches(name, sorted(NAMED_VOCABULARIES) + cxr, n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise KeyError(
