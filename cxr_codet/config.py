@@ -156,6 +156,8 @@ def _add_cxr_codet_model_config(cfg):
     cfg.MODEL.INIT.CASCADE_STAGE = 0
     # Module-name substrings re-initialised after loading (paper, from Detic: ["roi_heads.co_occurrence"]).
     cfg.MODEL.INIT.REINIT_MODULES = []
+    # Unpickle MODEL.WEIGHTS / MODEL.INIT.WEIGHTS fully even when that runs code from the file (default: refused).
+    cfg.MODEL.TRUST_CHECKPOINT_CODE = False
 
 
 def _add_side_heads_config(cfg):

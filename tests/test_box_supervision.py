@@ -250,3 +250,16 @@ def test_weak_label_study_rows_build_and_pair_each_fraction(monkeypatch):
         assert cells["CXRCoDet"].DATALOADER.BOX_IMAGES_PER_BATCH == 2
     control = by_fraction[0.1]["box-only control"]
     assert control.DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY and control.DATALOADER.SAMPLER_TRAIN == "TrainingSampler"
+
+
+def test_images_the_loader_left_without_boxes_stay_image_level_only():
+    """An image whose every box the loader skipped ("box_supervised" False, findings kept) is never picked to
+    keep boxes, so it never trains as a box-supervised No-finding image; with the drop it goes too."""
+    records = _records()
+    records[0] = dict(records[0], annotations=[], box_supervised=False)
+    for seed in range(5):
+        out, summary = split_box_supervision(records, 0.5, seed=seed)
+        assert out[0]["box_supervised"] is False and out[0]["image_labels"] == records[0]["image_labels"]
+        assert summary.boxed_with_findings == 20 and summary.image_level_only == 20  # of the 39 with boxes, + 1
+    out, summary = split_box_supervision(records, 0.5, seed=0, drop_image_level_only=True)
+    assert all(r["image_id"] != 0 for r in out) and summary.dropped == 20

@@ -415,3 +415,44 @@ def test_class_mapping_is_refused_for_a_model_that_classifies_with_the_dataset_n
     cfg.TEST.CLASS_MAPPING = "nih_cxr14_bbox->vindr_cxr"
     with pytest.raises(ValueError, match=r"OpenVocabularyModel classifies with each test dataset's own class names"):
         CXRTrainer.test(cfg, OpenVocabularyModel())
+
+
+def test_ground_truth_is_what_the_loader_kept(tmp_path, eval_log):
+    """Boxes the loader skips (zero area, outside the image) are not ground truth, clipped ones count clipped, and
+    a class whose every box was skipped is missing, not AP 0."""
+    from cxr_codet.data.datasets.coco_cxr import register_cxr_coco
+    from cxr_codet.evaluation import loader_ground_truth
+
+    logging.getLogger(loader_ground_truth.__name__).addHandler(eval_log.handler)
+    eval_log.set_level(logging.INFO, logger=loader_ground_truth.__name__)
+    name = f"cxr_eval_loader_{uuid.uuid4().hex[:8]}"
+    (tmp_path / "images").mkdir()
+    boxes = [  # (image id, category id, [x, y, w, h])
+        (1, 1, [10, 10, 20, 20]),
+        (1, 2, [-1.5, 30, 10, 20]),  # 1.5 px outside the 100 px image: clipped to [0, 30, 8.5, 20]
+        (2, 1, [40, 40, 20, 20]),
+        (2, 1, [300, 300, 10, 10]),  # outside the image: skipped
+        (2, 3, [50, 50, 0, 10]),  # the only Pneumothorax box, zero width: skipped
+    ]
+    json_file = tmp_path / "test.json"
+    json_file.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"{i}.png", "width": 100, "height": 100} for i in (1, 2)],
+        "annotations": [{"id": k + 1, "image_id": i, "category_id": c, "bbox": b, "iscrowd": 0}
+                        for k, (i, c, b) in enumerate(boxes)],
+        "categories": [{"id": k + 1, "name": n} for k, n in enumerate(CLASSES)],
+    }))
+    register_cxr_coco(name, str(json_file), str(tmp_path / "images"), class_names=CLASSES)
+    try:
+        detections = {1: [(10, 10, 30, 30, 0.9, NODULE), (0, 30, 8.5, 50, 0.8, EFFUSION)],
+                      2: [(40, 40, 60, 60, 0.7, NODULE)]}
+        bbox = evaluate(CXRCOCOEvaluator(name, distributed=False), [(1, 100, 100), (2, 100, 100)], detections)["bbox"]
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+        logging.getLogger(loader_ground_truth.__name__).removeHandler(eval_log.handler)
+    assert bbox["AP"] == pytest.approx(100) and bbox["AP50-Effusion"] == pytest.approx(100)
+    assert bbox["AP-Effusion"] == pytest.approx(100)  # against the clipped box, not the one outside the image
+    assert "AP50-Pneumothorax" not in bbox and "AP-Pneumothorax" not in bbox
+    assert (f"{json_file}: '{name}' is evaluated against the 3 boxes its loader kept, not the file's 5: 2 skipped "
+            "and 1 clipped by the loader (its warning says why); findings whose every box was skipped, reported as "
+            "missing: Pneumothorax (1 box)") in eval_log.text

@@ -153,7 +153,8 @@ def test_bad_boxes_are_skipped_or_clipped_and_reported(tmp_path, caplog):
     json_file, image_root = _write(tmp_path, _coco(annotations=annotations))
     with caplog.at_level(logging.WARNING, logger="cxr_codet.data.datasets.coco_cxr"):
         dicts = load_cxr_coco_json(json_file, image_root)
-    assert dicts[0]["annotations"] == [] and dicts[0]["image_labels"] == []  # image kept without its bad boxes
+    assert dicts[0]["annotations"] == [] and dicts[0]["image_labels"] == [3]  # kept without its bad boxes, with
+    assert dicts[0]["box_supervised"] is False  # their finding: image-level only, not a No-finding image
     assert [a["bbox"] for a in dicts[1]["annotations"]] == [[0.0, 70.0, 49.0, 10.0]]
     assert [a["bbox"] for a in dicts[2]["annotations"]] == [[1.0, 2.0, 3.0, 4.0]]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -163,6 +164,8 @@ def test_bad_boxes_are_skipped_or_clipped_and_reported(tmp_path, caplog):
     assert degenerate in warnings[0]
     assert "skipped 2 (box outside the image; e.g. annotation 4 of image 2, annotation 5 of image 2)" in warnings[0]
     assert "clipped 1 (clipped to the image; e.g. annotation 3 of image 2)" in warnings[0]
+    assert ("1 image keeps findings that have no box left (image-level only, not No finding); e.g. image 1"
+            in warnings[0])
 
 
 def test_clean_file_gives_no_warning(tmp_path, caplog):

@@ -2,6 +2,7 @@
 custom vocabulary may not name one finding twice in different case."""
 import json
 import logging
+import os
 from pathlib import Path
 
 import cv2
@@ -38,3 +39,107 @@ def test_custom_vocabulary_refuses_names_that_differ_only_in_case():
     with pytest.raises(ValueError, match=r": ILD / ILD;"):
         demo_vocabulary(None, "ILD,ILD")
     assert demo_vocabulary(None, "Nodule,Pleural effusion") == ["Nodule", "Pleural effusion"]
+
+
+@pytest.fixture(scope="module")
+def rcnn_demo_config(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("rcnn"), PHANTOM / "faster_rcnn_R18_FPN_phantom.yaml",
+                           group_size=None)
+
+
+def _no_model(monkeypatch):
+    """Make building the model fail the test: refusals must come before any work."""
+    def refuse(*args, **kwargs):
+        pytest.fail("the demo built its model although it should have refused to start")
+    monkeypatch.setattr("cxr_codet.demo.cli.CXRPredictor", refuse)
+
+
+def _scan_folder(folder: Path) -> Path:
+    from test_dicom import ramp, write_dicom
+
+    folder.mkdir()
+    cv2.imwrite(str(folder / "scan.png"), (np.arange(64 * 64).reshape(64, 64) % 256).astype(np.uint8))
+    write_dicom(folder / "ct.dcm", ramp(64, 64))
+    return folder
+
+
+def _start_error(caplog, status) -> str:
+    assert status == 2
+    lines = {r.getMessage() for r in caplog.records if r.getMessage().startswith("demo cannot start: ")}
+    assert len(lines) == 1, caplog.text
+    return lines.pop()
+
+
+def test_outputs_never_overwrite_an_input(rcnn_demo_config, tmp_path, caplog, monkeypatch):
+    logging.getLogger("cxr_codet.demo.cli").addHandler(caplog.handler)
+    _no_model(monkeypatch)
+    scans = _scan_folder(tmp_path / "scans")
+    before = {p.name: p.read_bytes() for p in scans.iterdir()}
+    base = ["--config-file", str(rcnn_demo_config), "--input", str(scans)]
+    line = _start_error(caplog, demo_main(base + ["--output", str(scans)]))
+    assert line == (f"demo cannot start: writing the outputs would overwrite 1 input: {scans / 'scan.png'} (--output "
+                    f"{scans}); choose an --output and --dicom-out folder that holds none of the inputs")
+    (tmp_path / "link").symlink_to(scans, target_is_directory=True)
+    caplog.clear()
+    line = _start_error(caplog, demo_main(base + ["--output", str(tmp_path / "link")]))
+    assert f"would overwrite 1 input: {scans / 'scan.png'} (--output {tmp_path / 'link'})" in line
+    caplog.clear()
+    line = _start_error(caplog, demo_main(base + ["--output", str(tmp_path / "out"), "--dicom-out", str(scans)]))
+    assert f"would overwrite 1 input: {scans / 'ct.dcm'} (--dicom-out {scans})" in line
+    hard = tmp_path / "hard"
+    hard.mkdir()
+    os.link(scans / "scan.png", hard / "scan.png")  # the same file under another name
+    caplog.clear()
+    line = _start_error(caplog, demo_main(["--config-file", str(rcnn_demo_config), "--input", str(hard / "scan.png"),
+                                           "--output", str(scans)]))
+    assert f"would overwrite 1 input: {hard / 'scan.png'} (--output {scans})" in line
+    assert {p.name: p.read_bytes() for p in scans.iterdir()} == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_that_cannot_be_made_and_bad_numbers_are_refused_first(rcnn_demo_config, tmp_path, caplog,
+                                                                                monkeypatch):
+    logging.getLogger("cxr_codet.demo.cli").addHandler(caplog.handler)
+    _no_model(monkeypatch)
+    scans = _scan_folder(tmp_path / "scans")
+    (tmp_path / "taken").write_text("a file")
+    base = ["--config-file", str(rcnn_demo_config), "--input", str(scans)]
+    cases = [
+        (["--output", str(tmp_path / "taken")], f"--output {tmp_path / 'taken'} is a file, not a folder"),
+        (["--output", str(tmp_path / "taken" / "sub")],
+         f"--output {tmp_path / 'taken' / 'sub'} cannot be created: {tmp_path / 'taken'} is a file"),
+        (["--output", str(tmp_path / "out"), "--dicom-out", str(tmp_path / "taken")],
+         f"--dicom-out {tmp_path / 'taken'} is a file, not a folder"),
+        (["--output", str(tmp_path / "out"), "--dicom-long-side", "-5"],
+         "--dicom-long-side must be 0 (keep the DICOM size) or at least 16, got -5"),
+        (["--output", str(tmp_path / "out"), "--confidence-threshold", "nan"],
+         "--confidence-threshold must be a finite number, got nan"),
+        (["--output", str(tmp_path / "out"), "--confidence-threshold", "1.5", "--dicom-long-side", "8"],
+         "--confidence-threshold must be in [0, 1], got 1.5; --dicom-long-side must be 0 (keep the DICOM size) or at "
+         "least 16, got 8"),
+    ]
+    for extra, message in cases:
+        caplog.clear()
+        assert _start_error(caplog, demo_main(base + extra)) == f"demo cannot start: {message}", extra
+    caplog.clear()
+    misspelt = ["--output", str(tmp_path / "out"), "--vocabulary", "vindr_cxr_trian"]
+    line = _start_error(caplog, demo_main(base + misspelt))
+    assert line.startswith("demo cannot start: unknown vocabulary 'vindr_cxr_trian': did you mean vindr_cxr_train")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_misspelt_vocabulary_suggests_the_closest_names():
+    from cxr_codet.modeling.text.vocabularies import resolve_vocabulary
+
+    with pytest.raises(KeyError) as info:
+        resolve_vocabulary("vindr_cxr_trian")
+    message = info.value.args[0]
+    assert message.startswith("unknown vocabulary 'vindr_cxr_trian': did you mean vindr_cxr_train, ")
+    assert "ade20k" not in message and "coco_2017" not in message
+    assert "? Use vindr_cxr or nih_cxr14 (the built-in finding lists) or a registered CXR dataset, e.g." in message
+    with pytest.raises(KeyError, match=r"unknown vocabulary 'nih_cxr': did you mean nih_cxr14, "):
+        resolve_vocabulary("nih_cxr")
+    with pytest.raises(KeyError) as info:
+        resolve_vocabulary("zzzz")
+    assert info.value.args[0].startswith("unknown vocabulary 'zzzz': Use vindr_cxr or nih_cxr14")
+    assert "ade20k" not in info.value.args[0]

@@ -175,3 +175,57 @@ def test_missing_file_and_missing_pixel_data_and_colour_are_rejected(tmp_path):
 def test_unsupported_bit_depth_is_rejected(shared_data):
     with pytest.raises(ValueError, match="bit_depth must be one of"):
         read_dicom_image(shared_data / REAL_DICOM, bit_depth=12)
+
+
+def _relabelled(path, syntax_uid: str):
+    """The file at `path` (Explicit VR Little Endian) with another transfer syntax UID in its meta header."""
+    data = path.read_bytes()
+    old = pydicom.uid.ExplicitVRLittleEndian.encode() + b"\x00"
+    assert data.count(old) == 1 and len(syntax_uid) == len(old) - 1
+    out = path.with_name(f"relabelled_{path.name}")
+    out.write_bytes(data.replace(old, syntax_uid.encode() + b"\x00"))
+    return out
+
+
+def test_rle_decoding_errors_say_what_pydicom_needs_and_what_is_wrong(tmp_path):
+    """pydicom 3 decodes RLE Lossless with its own numpy decoder: no pylibjpeg hint for RLE files."""
+    raw = write_dicom(tmp_path / "raw.dcm", ramp(16, 16))
+    mislabelled = _relabelled(raw, pydicom.uid.RLELossless)
+    with pytest.raises(DicomReadError) as info:
+        read_dicom_image(mislabelled)
+    message = str(info.value)
+    assert message.startswith(f"{mislabelled}: cannot decode pixel data with transfer syntax RLE Lossless (")
+    assert message.endswith(
+        "; the pixel data is not encapsulated as RLE Lossless requires (its 512 bytes are exactly the uncompressed "
+        "16x16 16-bit image): the file is probably uncompressed but labelled RLE Lossless; pydicom decodes RLE "
+        "Lossless itself, with no plugin, once the transfer syntax matches the data (e.g. Explicit VR Little Endian)")
+    assert "pylibjpeg" not in message
+    ds = pydicom.dcmread(write_dicom(tmp_path / "rle.dcm", ramp(16, 16), compress=pydicom.uid.RLELossless))
+    ds.PixelData = pydicom.encaps.encapsulate([b"\x01\x00\x00\x00" + b"\x40" + b"\x00" * 63 + b"\xff" * 40])
+    ds.save_as(tmp_path / "corrupt_rle.dcm")
+    with pytest.raises(DicomReadError) as info:
+        read_dicom_image(tmp_path / "corrupt_rle.dcm")
+    assert str(info.value).endswith("; pydicom decodes RLE Lossless itself (no plugin needed), so the pixel data "
+                                    "is corrupt or truncated")
+    assert read_dicom_image(tmp_path / "rle.dcm", long_side=None).pixels.shape == (16, 16)
+
+
+def test_a_missing_decoder_plugin_is_named_from_pydicoms_own_list(shared_data, tmp_path, monkeypatch):
+    from pydicom.pixels.decoders.base import Decoder
+
+    source = pydicom.dcmread(shared_data / REAL_DICOM)
+    source.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8" + b"\x00" * 1000])  # a JPEG start, then nothing
+    source.save_as(tmp_path / "cut_jpeg.dcm")
+    with pytest.raises(DicomReadError) as info:
+        read_dicom_image(tmp_path / "cut_jpeg.dcm")
+    assert str(info.value).endswith("; pydicom decodes JPEG Baseline (Process 1) with its pillow and pylibjpeg "
+                                    "plugins (installed), so the pixel data is corrupt or truncated")
+    def no_plugin(self):
+        raise RuntimeError("Unable to decode the pixel data as there are no pixel data handlers available")
+
+    monkeypatch.setattr(Decoder, "is_available", property(lambda self: False))  # as without pillow and pylibjpeg
+    monkeypatch.setattr(pydicom.Dataset, "pixel_array", property(no_plugin))
+    with pytest.raises(DicomReadError) as info:
+        read_dicom_image(shared_data / REAL_DICOM)
+    assert "; pydicom has no decoder for JPEG Baseline (Process 1) installed; install one of: " in str(info.value)
+    assert "gdcm - requires gdcm>=3.0.10" in str(info.value)

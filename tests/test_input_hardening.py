@@ -20,6 +20,7 @@ import pytest
 from test_demo import save_tiny_model
 from test_dicom import ramp, write_dicom
 
+from cxr_codet.data.classes import NIH_CXR14_BBOX_CLASSES, VINDR_CXR_CLASSES
 from cxr_codet.data.converters import ConverterError, VindrConversionOptions, convert_vindr
 from cxr_codet.data.converters.images import FAILED, ImageJob, convert_one
 from cxr_codet.data.datasets.coco_cxr import load_cxr_coco_json
@@ -154,6 +155,37 @@ def test_coco_loader_counts_skipped_and_clipped_boxes(tmp_path, caplog):
     assert "clipped 1 (clipped to the image; e.g. annotation 2 of image 1)" in warning
 
 
+def test_an_image_whose_boxes_were_all_skipped_keeps_its_findings_and_is_not_a_negative(tmp_path, caplog):
+    """Its findings stay its image labels (as the VinDr converter keeps them); with no box left it is image-level
+    only ("box_supervised" False), so no box loss reads it as a No-finding image."""
+    coco = _coco(
+        images=[{"id": k, "file_name": f"{k}.png", "width": 100, "height": 80} for k in (1, 2, 3, 4)]
+        + [{"id": 5, "file_name": "5.png", "width": 100, "height": 80, "image_labels": ["ILD"]}],
+        annotations=[
+            {"id": 1, "image_id": 1, "category_id": 0, "bbox": [30, 30, 0, 10]},  # its only box: zero width
+            {"id": 2, "image_id": 2, "category_id": 0, "bbox": [10, 10, 20, 20]},
+            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [500, 500, 20, 20]},  # outside: skipped
+            {"id": 4, "image_id": 4, "category_id": 1, "bbox": [10, 10, 20, 20]},
+        ],
+        categories=[{"id": 0, "name": "Nodule/Mass"}, {"id": 1, "name": "ILD"}],
+    )
+    with caplog.at_level(logging.WARNING, logger="cxr_codet.data.datasets.coco_cxr"):
+        records = {r["image_id"]: r for r in _load(tmp_path, coco)}
+    nodule, ild = VINDR_CXR_CLASSES.index("Nodule/Mass"), VINDR_CXR_CLASSES.index("ILD")
+    assert records[1]["annotations"] == [] and records[1]["image_labels"] == [nodule]
+    assert records[1]["box_supervised"] is False
+    assert records[2]["image_labels"] == sorted([nodule, ild]) and "box_supervised" not in records[2]
+    assert records[3]["image_labels"] == [] and "box_supervised" not in records[3]  # the only No-finding image
+    assert records[4]["image_labels"] == [ild]
+    assert records[5]["image_labels"] == [ild] and records[5]["box_supervised"] is False  # labels from the file
+    assert ("2 images keep findings that have no box left (image-level only, not No finding); e.g. image 1, "
+            "image 5") in caplog.text
+    with pytest.raises(ValueError, match=r"data.json: image id 5 has image_labels \['Tumour'\]: 'Tumour' is not "
+                                         r"one of the classes"):
+        coco["images"][4]["image_labels"] = ["Tumour"]
+        _load(tmp_path, coco)
+
+
 # ---------------------------------------------------------------------------------------------- NIH and MS-CXR
 
 
@@ -186,6 +218,14 @@ def test_nih_box_list_errors_and_counted_skips(tmp_path, caplog):
     assert "2 x box with no area inside the image (skipped) (e.g. line 3, line 4)" in caplog.text
     assert "1 x image missing or unreadable (skipped with its boxes)" in caplog.text
     assert "1 x box clipped to the image (kept)" in caplog.text
+    # the skipped boxes' findings stay image labels; c.png, whose only box was skipped, is not a No-finding image
+    names = {r["image_index"]: [NIH_CXR14_BBOX_CLASSES[c] for c in r["image_labels"]] for r in records}
+    assert names["a.png"] == ["Effusion", "Mass", "Nodule"] and "box_supervised" not in by_name["a.png"]
+    write_gray_png(images / "c.png", 32, 32)
+    csv.write_text(header + "c.png,Nodule,100,100,10,10\n")
+    (record,) = load_nih_cxr14_bbox(str(csv), str(images))
+    assert record["annotations"] == [] and record["box_supervised"] is False
+    assert [NIH_CXR14_BBOX_CLASSES[c] for c in record["image_labels"]] == ["Nodule"]
 
 
 def test_ms_cxr_csv_errors(tmp_path):

@@ -98,3 +98,23 @@ def test_non_utf8_csv_names_every_bad_line_and_its_column(tmp_path, compress):
     assert "line 10 (column rad_id, byte 0xe9)" in message
     assert "line 16 (column image_id, byte 0xe9)" in message
     assert "re-save the file as UTF-8" in message
+
+
+def test_loading_the_converted_json_keeps_the_findings_of_images_whose_rows_were_rejected(tmp_path):
+    """The loader reads the converter's image_labels: a0 (its only row rejected, known Cardiomegaly) is an
+    image-level Cardiomegaly image, not the No-finding image it used to become; a4 stays the only negative."""
+    from cxr_codet.data.classes import VINDR_CXR_CLASSES
+    from cxr_codet.data.datasets.coco_cxr import load_cxr_coco_json
+
+    _convert(tmp_path, HEADER + "\n".join(ROWS) + "\n")
+    folder = tmp_path / "out" / "vindr_cxr"
+    (folder / "images" / "train").mkdir(parents=True)
+    records = {}
+    for split in ("train", "val"):
+        for record in load_cxr_coco_json(str(folder / "annotations" / f"vindr_cxr_{split}.json"),
+                                         str(folder / "images" / "train")):
+            records[record["file_name"].rsplit("/", 1)[-1][:-4]] = record
+    names = {k: [VINDR_CXR_CLASSES[c] for c in r["image_labels"]] for k, r in records.items()}
+    assert names == {"a0": ["Cardiomegaly"], "a3": ["ILD", "Nodule/Mass"], "a4": [], "a6": ["Pneumothorax"],
+                     "a7": ["Aortic enlargement"]}
+    assert [k for k, r in records.items() if r.get("box_supervised") is False] == ["a0", "a6", "a7"]

@@ -14,6 +14,7 @@ import sys
 
 import cxr_codet  # noqa: F401  (first: applies the detectron2 compatibility shims, registers the datasets)
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from cxr_codet.numeric_args import number_problem, refuse  # noqa: E402
 from cxr_codet.evaluation.detection_figures import (
     choose_images,
     detection_rows,
@@ -32,11 +33,12 @@ def main(argv=None):
     parser.add_argument("--min-score", type=float, default=0.0, help="detections below this score are not drawn")
     parser.add_argument("--hit-iou", type=float, default=0.4, help="IoU with a same-finding box that counts as a hit")
     args = parser.parse_args(argv)
-    for name in ("per_finding", "max_detections"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not 0.0 < args.hit_iou <= 1.0:
-        parser.error(f"--hit-iou must lie in (0, 1], got {args.hit_iou}")
+    refuse("visualize_detections.py", [
+        number_problem("--per-finding", args.per_finding, low=1),
+        number_problem("--max-detections", args.max_detections, low=1),
+        number_problem("--min-score", args.min_score, low=0, high=1),
+        number_problem("--hit-iou", args.hit_iou, low=0, high=1, low_open=True),
+    ])
     if args.dataset not in DatasetCatalog.list():
         parser.error(f"--dataset {args.dataset!r} is not a registered dataset")
     try:

@@ -5,7 +5,8 @@ of the images with at least one finding, exactly round(fraction x count) keep th
 permutation's first ones, so for one seed a smaller fraction's boxed images are a subset of a larger
 one's); the others lose their boxes but keep "image_labels", "caption" and "captions", and are marked
 "box_supervised": False. Images without findings keep "box_supervised" True: their empty annotation is
-complete. Models that train on image-level-only images (CXR-CoDet) skip them in the RPN and box losses;
+complete. Images a loader already marked image-level-only (every box skipped, findings kept) stay so.
+Models that train on image-level-only images (CXR-CoDet) skip them in the RPN and box losses;
 detectors that cannot (plain Faster R-CNN) get them dropped (DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY).
 """
 import logging
@@ -14,7 +15,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .samplers import BOX_SUPERVISED, image_concepts
+from .samplers import BOX_SUPERVISED, image_concepts, is_box_supervised
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +53,15 @@ def _check_fraction(fraction: float) -> float:
 def boxed_positions(dataset_dicts: Sequence[dict], fraction: float, seed: int) -> Tuple[List[int], List[int]]:
     """(positions of images with findings that keep boxes, positions that become image-level-only)."""
     fraction = _check_fraction(fraction)
-    with_findings = [i for i, record in enumerate(dataset_dicts) if image_concepts(record)]
+    # images a loader already left without boxes (findings kept, "box_supervised" False) have none to keep
+    with_findings, already = [], []
+    for i, record in enumerate(dataset_dicts):
+        if image_concepts(record):
+            (with_findings if is_box_supervised(record) else already).append(i)
     num_boxed = int(np.floor(fraction * len(with_findings) + 0.5))
     order = np.random.default_rng([int(seed), 0xB0C5]).permutation(len(with_findings))
     boxed = sorted(with_findings[i] for i in order[:num_boxed])
-    image_level = sorted(with_findings[i] for i in order[num_boxed:])
+    image_level = sorted([with_findings[i] for i in order[num_boxed:]] + already)
     return boxed, image_level
 
 

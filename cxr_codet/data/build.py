@@ -24,7 +24,7 @@ from detectron2.data.samplers import (
     TrainingSampler,
 )
 
-from .image_check import check_images
+from .image_check import Resize, check_images
 from .box_supervision import apply_box_fraction
 from .mapper import CXRDatasetMapper
 from .samplers import ConceptGroupSampler, image_concepts
@@ -151,7 +151,7 @@ def build_cxr_train_loader(cfg, mapper=None):
     dataset_dicts = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
     )
-    dataset_dicts = _checked(cfg, dataset_dicts, f"training set ({', '.join(cfg.DATASETS.TRAIN)})")
+    dataset_dicts = _checked(cfg, dataset_dicts, f"training set ({', '.join(cfg.DATASETS.TRAIN)})", is_train=True)
     dataset_dicts = apply_box_fraction(cfg, dataset_dicts)
     if mapper is None:
         mapper = CXRDatasetMapper(cfg, is_train=True)
@@ -180,8 +180,15 @@ def check_test_images(cfg) -> None:
         _checked(cfg, DatasetCatalog.get(name), f"test set {name}")
 
 
-def _checked(cfg, dataset_dicts, what: str):
-    """`dataset_dicts` whose images pass the start-up check (cfg.DATALOADER.SKIP_BAD_IMAGES: skip, else refuse)."""
+def _checked(cfg, dataset_dicts, what: str, is_train: bool = False):
+    """`dataset_dicts` whose images pass the start-up check (cfg.DATALOADER.SKIP_BAD_IMAGES: skip, else refuse),
+    including the mapper's resize: the smallest INPUT.MIN_SIZE_TRAIN (or MIN_SIZE_TEST) within its MAX_SIZE."""
+    if is_train:
+        resize = Resize(min(cfg.INPUT.MIN_SIZE_TRAIN), cfg.INPUT.MAX_SIZE_TRAIN,
+                        "INPUT.MIN_SIZE_TRAIN, INPUT.MAX_SIZE_TRAIN")
+    else:
+        resize = Resize(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST")
     return check_images(
-        dataset_dicts, what, skip_bad=cfg.DATALOADER.SKIP_BAD_IMAGES, cache_file=cfg.DATALOADER.IMAGE_CHECK_CACHE
+        dataset_dicts, what, skip_bad=cfg.DATALOADER.SKIP_BAD_IMAGES, cache_file=cfg.DATALOADER.IMAGE_CHECK_CACHE,
+        resize=resize,
     )

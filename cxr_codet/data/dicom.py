@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi
+from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder
 
 from .image_limits import oversize_problem
 
@@ -153,13 +153,51 @@ def _decode_pixels(ds: pydicom.Dataset, path: PathLike) -> np.ndarray:
     try:
         return ds.pixel_array
     except Exception as exc:  # missing decoder plugin, truncated or corrupt pixel data
-        hint = (
-            "; compressed files need pylibjpeg with its libjpeg (JPEG) and openjpeg (JPEG 2000) plugins"
-            if getattr(syntax, "is_compressed", False) else ""
-        )
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise DicomReadError(
-            f"{path}: cannot decode pixel data with transfer syntax {syntax_name} ({type(exc).__name__}: {exc}){hint}"
+            f"{path}: cannot decode pixel data with transfer syntax {syntax_name} ({type(exc).__name__}: {message})"
+            f"{_decoding_hint(ds, syntax)}"
         ) from exc
+
+
+_ITEM_TAG = b"\xfe\xff\x00\xe0"  # (FFFE,E000), how encapsulated (compressed) pixel data starts
+
+
+def _decoding_hint(ds: pydicom.Dataset, syntax) -> str:
+    """What a failed decode of a compressed transfer syntax means, from pydicom's own decoder registry: data that
+    is not encapsulated (an uncompressed file mislabelled), corrupt data (the decoder is installed), or the
+    plugins to install. RLE Lossless needs none: pydicom decodes it with numpy."""
+    if not getattr(syntax, "is_compressed", False):
+        return ""
+    data = ds.PixelData if isinstance(ds.PixelData, bytes) else b""
+    if not data.startswith(_ITEM_TAG):
+        expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
+        size = (f" (its {len(data)} bytes are exactly the uncompressed {ds.Columns}x{ds.Rows} "
+                f"{ds.BitsAllocated}-bit image)" if len(data) in (expected, expected + 1) else "")
+        decoder = _decoder(syntax)
+        how = ("itself, with no plugin" if decoder is not None and decoder.available_plugins == ("pydicom",)
+               else "with its plugins")
+        return (f"; the pixel data is not encapsulated as {syntax.name} requires{size}: the file is probably "
+                f"uncompressed but labelled {syntax.name}; pydicom decodes {syntax.name} {how}, once the transfer "
+                "syntax matches the data (e.g. Explicit VR Little Endian)")
+    decoder = _decoder(syntax)
+    if decoder is None:
+        return f"; pydicom cannot decode {syntax.name} at all (convert the file to a supported transfer syntax)"
+    if decoder.is_available:
+        plugins = tuple(decoder.available_plugins)
+        how = ("itself (no plugin needed)" if plugins == ("pydicom",)
+               else f"with its {' and '.join(plugins)} plugin{'s' if len(plugins) > 1 else ''} (installed)")
+        return f"; pydicom decodes {syntax.name} {how}, so the pixel data is corrupt or truncated"
+    return (f"; pydicom has no decoder for {syntax.name} installed; install one of: "
+            f"{'; '.join(decoder.missing_dependencies)}")
+
+
+def _decoder(syntax):
+    """pydicom's decoder for `syntax`, or None when pydicom has none."""
+    try:
+        return get_decoder(syntax)
+    except NotImplementedError:
+        return None
 
 
 def _voi_to_unit_range(values: np.ndarray, ds: pydicom.Dataset, path: PathLike) -> np.ndarray:

@@ -91,6 +91,7 @@ def main(argv=None) -> None:
     from detectron2.data import DatasetCatalog
     from tqdm import tqdm
 
+    from ..numeric_args import number_problem, refuse
     from .datasets import builtin  # importing it registers the built-in datasets
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -99,6 +100,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-images", type=int, default=200, help="first N images of each dataset (0: all)")
     parser.add_argument("--output", help="also write the statistics as JSON here")
     args = parser.parse_args(argv)
+    refuse("phantom_realism.py", [number_problem("--max-images", args.max_images, low=0)])
     results = {}
     for name in args.datasets:
         records = DatasetCatalog.get(name)

@@ -2,7 +2,8 @@
 
 Exit status: 0 when every input was processed, 1 when some inputs were skipped (each named with its reason
 in the log and in <output>/demo_summary.json), 2 when the run cannot start (config, weights, vocabulary,
-no input at all). A given path that does not exist is skipped like an unreadable image.
+no input at all, a numeric argument out of range, an --output/--dicom-out that is a file or cannot be created,
+or an output that would overwrite an input). A given path that does not exist is skipped like an unreadable image.
 """
 import argparse
 import json
@@ -17,8 +18,10 @@ from tqdm import tqdm
 from ..data.dicom import DEFAULT_LONG_SIDE
 from ..engine.launcher import build_cfg
 from .dicom_out import write_secondary_capture
-from .inputs import collect_inputs, read_input_image
-from .outputs import detection_records, draw_overlay, unique_stems, write_prediction
+from ..numeric_args import long_side_problem, number_problem, problems_of
+from .inputs import collect_inputs, is_dicom, read_input_image
+from .outputs import detection_records, draw_overlay, folder_problem, overwritten_inputs, planned_outputs
+from .outputs import unique_stems, write_prediction
 from .predictor import CXRPredictor
 from .vocabulary import demo_vocabulary
 
@@ -68,10 +71,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def argument_problems(args: argparse.Namespace) -> List[str]:
+    """What is wrong with the numeric arguments and output folders (checked before anything is read or built)."""
+    return problems_of([
+        number_problem("--confidence-threshold", args.confidence_threshold, low=0, high=1),
+        long_side_problem("--dicom-long-side", args.dicom_long_side, zero="keep the DICOM size"),
+        folder_problem("--output", args.output),
+        folder_problem("--dicom-out", args.dicom_out),
+    ])
+
+
+def overwrite_problem(args: argparse.Namespace, inputs: List[Path], stems: List[str]) -> Optional[str]:
+    """Why the outputs would overwrite inputs (naming them), or None."""
+    planned = planned_outputs(args.output, args.dicom_out, inputs, stems, [is_dicom(p) for p in inputs],
+                              SUMMARY_NAME)
+    hit = overwritten_inputs(planned, inputs)
+    if not hit:
+        return None
+    folders = {"--output": args.output, "--dicom-out": args.dicom_out}
+    listed = ", ".join(f"{path} ({flag} {folders[flag]})" for path, flag in hit[:5])
+    more = f" and {len(hit) - 5} more" if len(hit) > 5 else ""
+    return (f"writing the outputs would overwrite {len(hit)} input{'s' if len(hit) > 1 else ''}: {listed}{more}; "
+            "choose an --output and --dicom-out folder that holds none of the inputs")
+
+
 def demo_cfg(args: argparse.Namespace):
     """The config file with --opts and the confidence threshold applied."""
-    if not 0.0 <= args.confidence_threshold <= 1.0:
-        raise ValueError(f"--confidence-threshold must be in [0, 1], got {args.confidence_threshold}")
     thresholds = [item for key in _THRESHOLD_KEYS for item in (key, args.confidence_threshold)]
     return build_cfg(args.config_file, list(args.opts) + thresholds, cpu=args.cpu)
 
@@ -80,23 +105,30 @@ def run_demo(args: argparse.Namespace) -> int:
     """Predict every input; returns the exit status (see the module docstring)."""
     problems = []
     try:
+        refused = argument_problems(args)
+        if refused:
+            raise ValueError("; ".join(refused))
         cfg = demo_cfg(args)
         inputs = collect_inputs(args.input, problems)
         if not inputs:
             raise FileNotFoundError("; ".join(reason for _, reason in problems))
+        stems = unique_stems(inputs, reserved=[SUMMARY_NAME])
+        overwrite = overwrite_problem(args, inputs, stems)
+        if overwrite:
+            raise ValueError(overwrite)
         names = demo_vocabulary(args.vocabulary, args.custom_vocabulary)
         predictor = CXRPredictor(cfg)
         if names is not None:
             predictor.use_vocabulary(names)
     except (ValueError, KeyError, FileNotFoundError, AssertionError) as e:  # yacs: AssertionError on unknown keys
-        logger.error("demo cannot start: %s", e)
+        logger.error("demo cannot start: %s", e.args[0] if isinstance(e, KeyError) and e.args else e)
         return 2
     args.output.mkdir(parents=True, exist_ok=True)
     written, skipped = [], []
     for path, reason in problems:  # inputs that do not exist (or empty folders) are skipped like unreadable ones
         logger.error("skipped %s: %s", path, reason)
         skipped.append({"input": path, "reason": reason})
-    for path, stem in zip(tqdm(inputs, desc="demo", unit="image"), unique_stems(inputs, reserved=[SUMMARY_NAME])):
+    for path, stem in zip(tqdm(inputs, desc="demo", unit="image"), stems):
         try:
             image = read_input_image(path, args.dicom_long_side)
             tensor = predictor.prepare(image.pixels)

@@ -4,8 +4,9 @@ Detections are reported on the input file's own pixel grid (for a DICOM: Columns
 was decoded at), as [x0, y0, x1, y1] absolute pixel coordinates; the overlay is drawn on the decoded image.
 """
 import json
+import os
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -85,3 +86,54 @@ def unique_stems(paths: Sequence[Path], reserved: Sequence[str] = ()) -> List[st
         used.add(stem)
         stems.append(stem)
     return stems
+
+
+def folder_problem(flag: str, folder: Optional[Path]) -> Optional[str]:
+    """Why `folder` (the value of `flag`) cannot be used as an output folder, or None; nothing is created."""
+    if folder is None:
+        return None
+    folder = Path(folder)
+    if folder.exists():
+        if not folder.is_dir():
+            return f"{flag} {folder} is a file, not a folder"
+        return None if os.access(folder, os.W_OK | os.X_OK) else f"{flag} {folder} is not writable"
+    parent = folder.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{flag} {folder} cannot be created: {parent} is a file"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{flag} {folder} cannot be created: {parent} is not writable"
+    return None
+
+
+def planned_outputs(output: Path, dicom_out: Optional[Path], inputs: Sequence[Path], stems: Sequence[str],
+                    dicom_inputs: Sequence[bool], summary_name: str) -> List[Tuple[Path, str]]:
+    """Every file the demo will write, with the flag of its folder: <stem>.png and .json per input and the summary
+    under --output, <stem>.dcm per DICOM input under --dicom-out."""
+    planned = [(output / f"{summary_name}.json", "--output")]
+    for stem, is_dicom in zip(stems, dicom_inputs):
+        planned += [(output / f"{stem}.png", "--output"), (output / f"{stem}.json", "--output")]
+        if dicom_out is not None and is_dicom:
+            planned.append((dicom_out / f"{stem}.dcm", "--dicom-out"))
+    return planned
+
+
+def overwritten_inputs(planned: Sequence[Tuple[Path, str]], inputs: Sequence[Path]) -> List[Tuple[Path, str]]:
+    """(input, flag) for each input that a planned output is: the same path once symlinks are resolved, or the
+    same file under another name (a hard link)."""
+    by_path = {Path(p).resolve(): Path(p) for p in inputs}
+    by_inode = {}
+    for path in inputs:
+        info = os.stat(path)
+        by_inode[(info.st_dev, info.st_ino)] = Path(path)
+    hit = []
+    for path, flag in planned:
+        target = Path(path).resolve()
+        same = by_path.get(target)
+        if same is None and target.exists():
+            info = os.stat(target)
+            same = by_inode.get((info.st_dev, info.st_ino))
+        if same is not None:
+            hit.append((same, flag))
+    return hit

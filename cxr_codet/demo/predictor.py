@@ -10,11 +10,11 @@ from typing import Sequence, Tuple
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
+from ..engine.checkpoint import AtomicDetectionCheckpointer
 from ..modeling.vocabulary import training_class_names
 from .vocabulary import custom_vocabulary_embeddings, has_description
 
@@ -31,7 +31,7 @@ class CXRPredictor:
         if cfg.MODEL.WEIGHTS:
             if "://" not in cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
                 raise FileNotFoundError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}: no such checkpoint file")
-            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+            AtomicDetectionCheckpointer(self.model, trust_code=cfg.MODEL.TRUST_CHECKPOINT_CODE).load(cfg.MODEL.WEIGHTS)
         else:
             logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model")
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
@@ -36,6 +35,7 @@ from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
 from .amp import build_train_loop, inference_autocast
+from .checkpoint import AtomicDetectionCheckpointer
 from .data_path_benchmark import data_path_figures
 from .launcher import build_cfg
 from .memory import PeakMemory
@@ -131,7 +131,7 @@ def benchmark_eval(cfg, settings: BenchmarkSettings) -> Dict[str, float]:
     with PeakMemory(cfg.MODEL.DEVICE) as memory:
         model = build_model(cfg)
         if cfg.MODEL.WEIGHTS:
-            DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+            AtomicDetectionCheckpointer(model, trust_code=cfg.MODEL.TRUST_CHECKPOINT_CODE).load(cfg.MODEL.WEIGHTS)
         model.eval()
         if cfg.MODEL.TEST_VOCABULARY_FROM_DATASET and hasattr(model, "set_test_vocabulary"):
             model.set_test_vocabulary(MetadataCatalog.get(dataset).thing_classes)

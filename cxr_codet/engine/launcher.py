@@ -96,9 +96,9 @@ def main(args):
         cfg = setup_cfg(args)
         if args.eval_only:
             model = CXRTrainer.build_model(cfg)
-            AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-                cfg.MODEL.WEIGHTS, resume=args.resume
-            )
+            AtomicDetectionCheckpointer(
+                model, save_dir=cfg.OUTPUT_DIR, trust_code=cfg.MODEL.TRUST_CHECKPOINT_CODE
+            ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         else:
             trainer = CXRTrainer(cfg)
             trainer.resume_or_load(resume=args.resume)

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from scipy import stats
 
+from ..numeric_args import number_problem, refuse
 from .plots import per_class_ap50_rows
 from .results_io import (
     CLASSES_WITHOUT_GT_KEY,
@@ -526,6 +527,7 @@ def main(argv: Sequence[str]) -> str:
     """Run the command line: print the table (and write --output); errors exit with a one-line message."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    refuse("ablation_table.py", [number_problem("--precision", args.precision, low=0, high=10)])
     try:
         rows = rows_by_label([load_run(*parse_run_spec(spec)) for spec in args.run])
         data = table_data(rows, args.dataset, args.base, args.metrics, args.task)

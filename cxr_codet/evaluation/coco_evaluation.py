@@ -26,6 +26,7 @@ from tabulate import tabulate
 from .. import compat
 from .build import EVALUATOR_REGISTRY
 from .detection_metrics import FROC_FP_RATES, HIT_CRITERIA, BoxSet, froc_by_class, mean_voc_average_precision
+from .loader_ground_truth import ground_truth_as_loaded
 from .plots import plot_froc, plot_per_class_ap50
 from .results_io import PER_CLASS_AP50_PREFIX, with_missing_entries
 
@@ -119,6 +120,8 @@ class CXRCOCOEvaluator(COCOEvaluator):
         self._json_file = self._metadata.json_file
         if self._do_evaluation:
             self._check_ground_truth()
+            self._coco_api = ground_truth_as_loaded(self._dataset_name, self._coco_api, self._dataset_id_of,
+                                                    self._json_file)  # not the raw file (loader_ground_truth.py)
             self._eval_gt = (with_relative_areas(self._coco_api) if self._buckets.relative
                              else self._coco_api)
 

@@ -6,14 +6,18 @@ bucket holds (tools/detection_diagnostics.py over a run's coco_instances_results
 - Score saturation: the share of detections scored >= 0.999999, which tie and cannot be ranked.
 - Ground-truth boxes per bucket: an AP over a handful of boxes is noise, whatever its decimals.
 """
+import argparse
 import contextlib
 import io
-from typing import List, Sequence
+import json
+import math
+from typing import List, Optional, Sequence
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ..numeric_args import refuse
 from .coco_evaluation import load_detections, relative_size_buckets, with_relative_areas
 
 SATURATED_SCORE = 0.999999
@@ -82,3 +86,24 @@ def format_diagnostics(result: dict) -> str:
         lines.append(f"| {bucket} | {entry['gt_boxes']} | {by_class['AP']:.1f} | {by_class['AP50']:.1f} | "
                      f"{by_class['AP75']:.1f} | {agnostic['AP50']:.1f} | {agnostic['AP75']:.1f} |")
     return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """tools/detection_diagnostics.py: the diagnostics of one or more runs' results against a test set's COCO json."""
+    parser = argparse.ArgumentParser(
+        prog="detection_diagnostics.py", description=__doc__.split("\n\n")[0],
+        epilog="example: tools/detection_diagnostics.py datasets/cxr_phantom/v2_n200_s256_seed1/annotations.json "
+        "output/run/inference/cxr_phantom_val/coco_instances_results.json")
+    parser.add_argument("gt_json", help="the test set's COCO json")
+    parser.add_argument("results", nargs="+", help="coco_instances_results.json of one or more runs")
+    parser.add_argument("--relative-area-ranges", nargs=2, type=float, default=(0.01, 0.1),
+                        help="upper bounds of small and medium as shares of image area (TEST.RELATIVE_AREA_RANGES)")
+    args = parser.parse_args(argv)
+    small, medium = ranges = list(args.relative_area_ranges)
+    if not (all(math.isfinite(v) for v in ranges) and 0 < small < medium <= 1):
+        refuse(parser.prog, [f"--relative-area-ranges must be two increasing fractions of the image area in (0, 1], "
+                             f"got {ranges}"])
+    for path in args.results:
+        with open(path, encoding="utf-8") as f:
+            detections = json.load(f)
+        print(f"## {path}\n\n{format_diagnostics(diagnose(args.gt_json, detections, ranges))}\n")

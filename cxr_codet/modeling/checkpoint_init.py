@@ -9,7 +9,6 @@ come from our own text encoder.
 """
 import logging
 import os
-import pickle
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -21,6 +20,7 @@ from fvcore.common.checkpoint import get_missing_parameters_message, get_unexpec
 from tabulate import tabulate
 from torch import nn
 
+from ..safe_checkpoint import detectron2_layout, load_checkpoint_file, trust_checkpoint_code
 from .backbone.torchvision_resnet import TORCHVISION_RESNET_FILE
 
 logger = logging.getLogger(__name__)
@@ -181,27 +181,17 @@ LAYOUTS: Dict[str, Callable[[Sequence[str]], bool]] = {
 }
 
 
-def read_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], bool]:
+def read_checkpoint(path: str, trust_code: bool = False) -> Tuple[Dict[str, torch.Tensor], bool]:
     """The state dict in a checkpoint file, and whether its names are Detectron1/Caffe2's (need heuristics).
 
     .pkl: detectron2 model-zoo pickles ({"model": ..., "__author__": ...}) or Detectron1/Caffe2 blobs.
-    .pth/.pt: {"model": state_dict, ...} (detectron2, Detic, CoDet) or a raw state dict.
+    .pth/.pt: {"model": state_dict, ...} (detectron2, Detic, CoDet) or a raw state dict. Read safely
+    (cxr_codet/safe_checkpoint.py): a file that would run code is refused unless `trust_code`.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"MODEL.INIT.WEIGHTS: checkpoint {path} does not exist")
-    if path.endswith(".pkl"):
-        with open(path, "rb") as f:
-            data = pickle.load(f, encoding="latin1")
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a dict in the pickle, got {type(data).__name__}")
-        if "model" in data and "__author__" in data:
-            state, c2_names = data["model"], False
-        else:
-            blobs = data.get("blobs", data)
-            state, c2_names = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}, True
-    else:
-        data = _torch_load(path)
-        state, c2_names = (data["model"] if isinstance(data, dict) and "model" in data else data), False
+    data = detectron2_layout(path, load_checkpoint_file(path, trust_code=trust_code))
+    state, c2_names = data["model"], data.get("__author__") == "Caffe2"
     if not isinstance(state, dict) or not state:
         raise ValueError(f"{path}: found no state dict (a 'model' entry or a dict of tensors)")
     converted = {}
@@ -212,15 +202,6 @@ def read_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], bool]:
             raise ValueError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor or array")
         converted[key] = value
     return converted, c2_names
-
-
-def _torch_load(path: str):
-    """torch.load with weights_only first; full unpickling (as detectron2 does) only if the file needs it."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        logger.warning("%s holds non-tensor objects; unpickling it fully (only load files you trust)", path)
-        return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _select_cascade_stage(state: Dict[str, torch.Tensor], stage: int, report: InitReport) -> Dict[str, torch.Tensor]:
@@ -301,11 +282,12 @@ def _reset_recursively(module: nn.Module) -> None:
 
 
 def load_detector_checkpoint(
-    model: nn.Module, path: str, *, cascade_stage: int = 0, reinit_modules: Sequence[str] = ()
+    model: nn.Module, path: str, *, cascade_stage: int = 0, reinit_modules: Sequence[str] = (), trust_code: bool = False
 ) -> InitReport:
-    """Map the checkpoint at `path` onto `model`, load what matches, re-initialise `reinit_modules`."""
+    """Map the checkpoint at `path` onto `model`, load what matches, re-initialise `reinit_modules`; `trust_code`:
+    see `read_checkpoint`."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    state, c2_names = read_checkpoint(path)
+    state, c2_names = read_checkpoint(path, trust_code=trust_code)
     model_state = model.state_dict()
     if c2_names:
         state = align_and_update_state_dicts(model_state, state, c2_conversion=True)
@@ -343,5 +325,6 @@ def init_from_cfg(model: nn.Module, cfg) -> Optional[InitReport]:
             reinitialize_modules(getattr(model, "module", model), init.REINIT_MODULES)
         return None
     return load_detector_checkpoint(
-        model, init.WEIGHTS, cascade_stage=init.CASCADE_STAGE, reinit_modules=init.REINIT_MODULES
+        model, init.WEIGHTS, cascade_stage=init.CASCADE_STAGE, reinit_modules=init.REINIT_MODULES,
+        trust_code=trust_checkpoint_code(cfg),
     )

@@ -18,6 +18,7 @@ import pandas as pd
 from ..classes import VINDR_CXR_CLASSES
 from ..descriptions import compose_caption
 from ..dicom import DEFAULT_LONG_SIDE, resized_size
+from ...numeric_args import long_side_problem, number_problem, problems_of
 from ..text_files import TextEncodingError, read_utf8_csv
 from .box_fusion import BOX_COLUMNS, DEFAULT_IOU_THRESHOLD, DEFAULT_MIN_READERS, fuse_reader_boxes
 from .errors import ConverterError
@@ -62,8 +63,24 @@ class VindrConversionOptions:
     layout: str = "auto"
 
 
+def check_options(options: VindrConversionOptions) -> None:
+    """Refuse unusable numbers before any work (a ValueError naming tools/prepare_vindr.py's arguments): a negative
+    --long-side once wrote every image as a 1x1 PNG, and --val-fraction 1.5 failed only after all DICOMs."""
+    problems = problems_of([
+        long_side_problem("--long-side", options.long_side, zero="keep the DICOM size"),
+        number_problem("--val-fraction", options.val_fraction, low=0, high=1, low_open=True, high_open=True),
+        number_problem("--iou-thr", options.iou_threshold, low=0, high=1, low_open=True),
+        number_problem("--min-readers", options.min_readers, low=1),
+        number_problem("--workers", options.workers, low=1),
+        number_problem("--seed", options.seed, low=0),
+    ])
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def convert_vindr(source: Path, out_root: Path, options: VindrConversionOptions) -> ConversionReport:
     """Convert the release at `source` into `out_root/vindr_cxr`; returns (and writes) the report."""
+    check_options(options)
     release = locate_release(Path(source), options.layout)
     dataset_dir = Path(out_root) / DATASET_FOLDER
     ensure_outside_source(dataset_dir, release.source_tree)

@@ -9,6 +9,11 @@ The loader validates the file and says what is wrong and where (file, image id, 
   A box at most CLIP_TOLERANCE outside is clipped to the image. Both are counted and summarised in one
   warning per load; nothing is dropped silently.
 Images without annotations ("No finding") are kept. Category ids are mapped to contiguous ids by name.
+An image's "image_labels" are the findings it is known to have: its kept boxes', its skipped boxes' and those an
+image entry lists under "image_labels" (finding names, as tools/prepare_vindr.py writes them for images whose rows
+were rejected). So an image whose every box was skipped is never turned into a "No finding" negative: it keeps its
+findings and is image-level only ("box_supervised" False, as DATASETS.TRAIN_BOX_FRACTION marks such images),
+counted in the load's warning.
 """
 import json
 import logging
@@ -21,6 +26,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..classes import VINDR_CXR_CLASSES
+from ..samplers import BOX_SUPERVISED
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +143,9 @@ def _checked_box(ann: dict, record: dict, json_file: str):
     return [cx0, cy0, cx1 - cx0, cy1 - cy0], (_CLIPPED if clipped else None)
 
 
-def _image_records(images: List[dict], image_root: str, json_file: str) -> Dict[object, dict]:
-    """image id -> record, in file order."""
-    records = {}
+def _image_records(images: List[dict], image_root: str, json_file: str, class_names: Sequence[str]):
+    """(image id -> record, in file order; image id -> contiguous ids of the findings its "image_labels" names)."""
+    records, labels = {}, {}
     for position, image in enumerate(images):
         if image.get("id") is None:
             raise ValueError(f"{json_file}: image entry #{position} (file {image.get('file_name')!r}) has no 'id'")
@@ -147,11 +153,27 @@ def _image_records(images: List[dict], image_root: str, json_file: str) -> Dict[
         if record["image_id"] in records:
             raise ValueError(f"{json_file}: duplicate image id {record['image_id']}")
         records[record["image_id"]] = record
-    return records
+        labels[record["image_id"]] = _listed_labels(image, class_names, json_file)
+    return records, labels
 
 
-def _add_annotations(annotations: List[dict], records: Dict[object, dict], id_map: Dict[int, int], json_file: str):
-    """Append each valid box to its image's record; skipped and clipped boxes are counted and reported."""
+def _listed_labels(image: dict, class_names: Sequence[str], json_file: str) -> set:
+    """Contiguous ids of the finding names in an image entry's "image_labels" (absent: none)."""
+    names = image.get("image_labels", [])
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{json_file}: image id {image.get('id')} has image_labels {names!r}; expected a list of "
+                         "finding names")
+    unknown = [name for name in names if name not in class_names]
+    if unknown:
+        raise ValueError(f"{json_file}: image id {image.get('id')} has image_labels {names!r}: {unknown[0]!r} is not "
+                         f"one of the classes {list(class_names)}")
+    return {class_names.index(name) for name in names}
+
+
+def _add_annotations(annotations: List[dict], records: Dict[object, dict], id_map: Dict[int, int], json_file: str,
+                     known: Dict[object, set]):
+    """Append each valid box to its image's record and every box's finding (kept or skipped) to `known[image id]`;
+    returns the counts and examples of skipped and clipped boxes by reason."""
     counts, examples = Counter(), {}
     for ann in annotations:
         ann_id, image_id = ann.get("id"), ann.get("image_id")
@@ -164,6 +186,7 @@ def _add_annotations(annotations: List[dict], records: Dict[object, dict], id_ma
                 f"category id {ann.get('category_id')}; known ids: {sorted(id_map)}"
             )
         box, reason = _checked_box(ann, record, json_file)
+        known[image_id].add(id_map[ann["category_id"]])
         if reason is not None:
             counts[reason] += 1
             reason_examples = examples.setdefault(reason, [])
@@ -178,17 +201,22 @@ def _add_annotations(annotations: List[dict], records: Dict[object, dict], id_ma
                     "iscrowd": int(ann.get("iscrowd", 0)),
                 }
             )
-    _warn_about_boxes(json_file, counts, examples)
+    return counts, examples
 
 
-def _warn_about_boxes(json_file: str, counts: Counter, examples: Dict[str, List[str]]) -> None:
-    """One warning for the whole file: how many boxes were skipped or clipped, why, with examples."""
-    if not counts:
+def _warn_about_boxes(json_file: str, counts: Counter, examples: Dict[str, List[str]], image_level_only: List[str]):
+    """One warning for the whole file: how many boxes were skipped or clipped, why, with examples, and the images
+    left with findings but no box."""
+    if not counts and not image_level_only:
         return
     parts = []
     for reason, count in sorted(counts.items()):
         action = "clipped" if reason == _CLIPPED else "skipped"
         parts.append(f"{action} {count} ({reason}; e.g. {', '.join(examples[reason])})")
+    if image_level_only:
+        count = len(image_level_only)
+        parts.append(f"{count} image{'s keep' if count > 1 else ' keeps'} findings that have no box left (image-level "
+                     f"only, not No finding); e.g. {', '.join(image_level_only[:_EXAMPLES_PER_REASON])}")
     logger.warning(f"{json_file}: " + "; ".join(parts))
 
 
@@ -209,12 +237,17 @@ def load_cxr_coco_json(
     if not os.path.isdir(image_root):
         raise _missing(f"image folder {image_root} of {json_file}", missing_files_hint)
     id_map = _contiguous_category_ids(coco["categories"], class_names, json_file)
-    records = _image_records(coco["images"], image_root, json_file)
-    _add_annotations(coco["annotations"], records, id_map, json_file)
+    records, known = _image_records(coco["images"], image_root, json_file, class_names)
+    counts, examples = _add_annotations(coco["annotations"], records, id_map, json_file, known)
 
     dataset_dicts = list(records.values())
+    image_level_only = []
     for record in dataset_dicts:
-        record["image_labels"] = sorted({a["category_id"] for a in record["annotations"]})
+        record["image_labels"] = sorted(known[record["image_id"]])
+        if record["image_labels"] and not record["annotations"]:
+            record[BOX_SUPERVISED] = False  # findings without a box: image-level only, never a No-finding image
+            image_level_only.append(f"image {record['image_id']}")
+    _warn_about_boxes(json_file, counts, examples, image_level_only)
     if dataset_name is not None:
         MetadataCatalog.get(dataset_name).set(thing_dataset_id_to_contiguous_id=id_map)
     num_boxes = sum(len(r["annotations"]) for r in dataset_dicts)

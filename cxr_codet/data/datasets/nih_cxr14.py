@@ -28,6 +28,7 @@ from PIL import Image
 
 from ..classes import NIH_CXR14_BBOX_CLASSES
 from ..descriptions import GRANULARITIES, compose_caption
+from ..samplers import BOX_SUPERVISED
 from ..text_files import read_utf8_csv
 
 logger = logging.getLogger(__name__)
@@ -184,9 +185,14 @@ def load_nih_cxr14_bbox(csv_file: str, image_root: str) -> List[dict]:
             "height": height,
             "width": width,
             "patient_id": image_index[:_PATIENT_ID_LENGTH],
-            "image_labels": sorted({a["category_id"] for a in annotations}),
+            # every finding of the box list, also of skipped boxes: an image never becomes "No finding" by a skip
+            "image_labels": sorted({NIH_CXR14_BBOX_CLASSES.index(finding) for finding in rows["finding"]}),
             "annotations": annotations,
         }
+        if not annotations:  # findings without a box left: image-level only (data/box_supervision.py)
+            record[BOX_SUPERVISED] = False
+            issues.setdefault("image whose every box was skipped (kept with its findings, image-level only)",
+                              []).append(image_index)
         if nih_labels is not None:
             if image_index in nih_labels:
                 record.update(image_level_fields(nih_labels[image_index], number))

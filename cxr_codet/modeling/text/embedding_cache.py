@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from ...safe_checkpoint import load_checkpoint_file
+
 logger = logging.getLogger(__name__)
 
 # Options that change how fast embeddings are computed, not what they are.
@@ -40,8 +42,12 @@ class EmbeddingCache:
         path = self.path_for(identity)
         if not path.is_file():
             return None
-        entry = torch.load(path, map_location="cpu", weights_only=True)
-        if entry.get("identity") != json.loads(json.dumps(identity)):
+        try:
+            entry = load_checkpoint_file(str(path), opt_in=None)
+        except ValueError as e:  # truncated (a full disk) or not ours: a cache miss, rewritten below
+            logger.warning("Text embedding cache %s cannot be read (%s); recomputing", path, e)
+            return None
+        if not isinstance(entry, dict) or entry.get("identity") != json.loads(json.dumps(identity)):
             logger.warning("Text embedding cache %s was made from other texts or options; recomputing", path)
             return None
         logger.info("Loaded class text embeddings from cache %s", path)

@@ -11,6 +11,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from ...safe_checkpoint import load_checkpoint_file
 from .base import TextEncoder, register_text_encoder
 
 SUFFIXES = (".npy", ".pt", ".pth")
@@ -24,9 +25,15 @@ def read_embedding_matrix(path: str) -> torch.Tensor:
     if not file.is_file():
         raise FileNotFoundError(f"embedding file {path} does not exist")
     if file.suffix == ".npy":
-        data = np.load(file, allow_pickle=False)
+        try:
+            data = np.load(file, allow_pickle=False)
+        except ValueError as e:
+            if "allow_pickle" not in str(e):
+                raise ValueError(f"embedding file {path} is not a readable .npy array ({e})") from None
+            raise ValueError(f"embedding file {path} holds Python objects, which are read only as pickles (never "
+                             "done here); save the C x D matrix as a float array") from None
     else:
-        data = torch.load(file, map_location="cpu", weights_only=True)
+        data = load_checkpoint_file(str(file), opt_in=None)  # tensors or arrays only, never code
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(data)
     if not isinstance(data, torch.Tensor):

@@ -1,4 +1,5 @@
 """Class-name vocabularies by name: the built-in finding lists, or any registered dataset's thing_classes."""
+import difflib
 from typing import Callable, Dict, List
 
 
@@ -25,10 +26,13 @@ def resolve_vocabulary(name: str) -> List[str]:
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     registered = DatasetCatalog.list()
-    if name not in registered:
+    if name not in registered:  # suggest CXR datasets, not detectron2's own COCO/LVIS/ADE20K registrations
+        cxr = [n for n in registered if not getattr(DatasetCatalog[n], "__module__", "").startswith("detectron2")]
+        close = difflib.get_close_matches(name, sorted(NAMED_VOCABULARIES) + cxr, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
         raise KeyError(
-            f"unknown vocabulary {name!r}: use one of {sorted(NAMED_VOCABULARIES)} or a registered dataset name "
-            f"({len(registered)} registered, e.g. {sorted(registered)[:5]})"
+            f"unknown vocabulary {name!r}: {hint}Use {' or '.join(sorted(NAMED_VOCABULARIES, reverse=True))} (the "
+            f"built-in finding lists) or a registered CXR dataset, e.g. {', '.join(cxr[:5])}"
         )
     classes = MetadataCatalog.get(name).get("thing_classes", None)
     if not classes:
