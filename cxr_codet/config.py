@@ -1,9 +1,28 @@
-"""Every config key cxr-codet adds to detectron2's defaults, each with a one-line comment.
+"""Every config key cxr-codet adds to detectron2's defaults, each with a one-line comment, and `build_cfg`, the one
+way a run's config is built.
 
-Call `add_cxr_codet_config(cfg)` on a fresh `get_cfg()` before merging a YAML file. Sections are
-grouped by the part of the package that reads them.
+`add_cxr_codet_config(cfg)` declares the keys on a fresh `get_cfg()`; `build_cfg(file, overrides)` merges a YAML
+file and KEY VALUE overrides on top. Sections are grouped by the part of the package that reads them.
 """
+import torch
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+
+def build_cfg(config_file, opts=(), cpu=False):
+    """The frozen config from defaults, cxr-codet's keys, the YAML file and trailing KEY VALUE overrides.
+
+    A misspelt key in the file or the overrides fails here with detectron2's "Non-existent config
+    key" error naming it. The model runs on CPU when `cpu` is set or CUDA is absent.
+    """
+    cfg = get_cfg()
+    add_cxr_codet_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if cpu or not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    return cfg
 
 
 def add_cxr_codet_config(cfg):

@@ -7,21 +7,12 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from cxr_codet.evaluation.ablation_table import (
-    Row,
-    ablation_table,
-    difference_interval,
-    format_cell,
-    format_difference,
-    load_run,
-    main,
-    paired_difference,
-    parse_run_spec,
-    render_markdown,
-    summarize,
-    table_data,
-)
 from cxr_codet.evaluation.plots import plot_per_class_ap50_panels
+from cxr_codet.studies.cli import ablation_table_main as main
+from cxr_codet.studies.markdown import ablation_table, format_cell, format_difference, render_markdown
+from cxr_codet.studies.runs import load_run, parse_run_spec
+from cxr_codet.studies.statistics import difference_interval, paired_difference, summarize
+from cxr_codet.studies.table import Row, table_data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,7 +134,7 @@ def test_tool_is_a_thin_entry_point():
     spec = importlib.util.spec_from_file_location("ablation_tool", REPO_ROOT / "tools" / "ablation_table.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    assert tool.main is main
+    assert tool.ablation_table_main is main
 
 
 # Seeded rows (tools/run_study.py): mean, 95% t-interval, Welch interval of the difference, missing runs.

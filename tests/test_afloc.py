@@ -18,8 +18,9 @@ from cxr_codet.data.descriptions import compose_report
 from cxr_codet.engine.trainer import CXRTrainer
 from cxr_codet.evaluation import read_eval_results
 from cxr_codet.evaluation.build import build_configured_evaluator
-from cxr_codet.modeling.side_heads import AFLoc, localized_scores, symmetric_contrastive_loss
-from cxr_codet.modeling.image_text import positives_by_key
+from cxr_codet.modeling.localization import localized_scores, symmetric_contrastive_loss
+from cxr_codet.modeling.meta_arch import AFLoc
+from cxr_codet.modeling.meta_arch.image_text import positives_by_key
 
 CONFIG = "configs/phantom/afloc_R18_phantom.yaml"
 

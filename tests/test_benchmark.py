@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from tiny_cxr_codet import embeddings_file
 
-from cxr_codet.engine.benchmark import BenchmarkSettings, _median_ratios, main, run_benchmarks
-from cxr_codet.engine.memory import PeakMemory
+from cxr_codet.benchmark.cli import main
+from cxr_codet.benchmark.memory import PeakMemory
+from cxr_codet.benchmark.runner import _median_ratios, run_benchmarks
+from cxr_codet.benchmark.tasks import BenchmarkSettings
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = "configs/phantom/faster_rcnn_R18_FPN_phantom.yaml"

@@ -18,8 +18,8 @@ from cxr_codet.data.box_supervision import apply_box_fraction, boxed_positions, 
 from cxr_codet.data.build import build_cxr_train_loader
 from cxr_codet.data.datasets.coco_cxr import register_cxr_coco
 from cxr_codet.data.samplers import NO_CONCEPT, ConceptGroupSampler, groups_per_batch
-from cxr_codet.engine.launcher import build_cfg
-from cxr_codet.engine.study import load_study
+from cxr_codet.config import build_cfg
+from cxr_codet.studies.spec import load_study
 from cxr_codet.engine.trainer import check_image_level_only_support
 
 BOX_LOSSES = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg")

@@ -96,8 +96,9 @@ def register_split(tmp_path):
 
 @pytest.fixture
 def eval_log(caplog):
-    """caplog that sees the evaluator's records even if a setup_logger stopped their propagation."""
-    module_logger = logging.getLogger(coco_evaluation.__name__)
+    """caplog that sees the evaluation package's records (the evaluator's and its chest X-ray metrics') even if a
+    setup_logger stopped their propagation."""
+    module_logger = logging.getLogger(coco_evaluation.__name__.rsplit(".", 1)[0])
     module_logger.addHandler(caplog.handler)
     propagate, module_logger.propagate = module_logger.propagate, False
     caplog.set_level(logging.INFO, logger=module_logger.name)

@@ -20,11 +20,11 @@ from tiny_cxr_codet import (
 from cxr_codet import add_cxr_codet_config
 from cxr_codet.data.classes import VINDR_CXR_CLASSES
 from cxr_codet.engine.optimizer import build_optimizer
-from cxr_codet.modeling.checkpoint_init import check_input_normalization, expected_input_normalization
+from cxr_codet.modeling.input_normalization import check_input_normalization, expected_input_normalization
 from cxr_codet.modeling.roi_heads.classifier import OpenVocabularyClassifier
 from cxr_codet.modeling.meta_arch import concept_groups_from_batch
 from cxr_codet.modeling.roi_heads.open_vocab_fast_rcnn import sigmoid_classification_loss
-from cxr_codet.modeling.roi_heads.similarity_head import CoOccurrenceHead, group_similarity, text_guidance_weights
+from cxr_codet.modeling.roi_heads.co_occurrence_head import CoOccurrenceHead, group_similarity, text_guidance_weights
 from cxr_codet.modeling.text import build_class_embeddings
 
 LOSS_KEYS = {"loss_cls", "loss_box_reg", "loss_cooccurrence", "loss_rpn_cls", "loss_rpn_loc"}

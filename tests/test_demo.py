@@ -24,7 +24,7 @@ from cxr_codet.demo.cli import main as demo_main
 from cxr_codet.demo.inputs import collect_inputs
 from cxr_codet.demo.outputs import unique_stems
 from cxr_codet.demo.predictor import CXRPredictor
-from cxr_codet.engine.launcher import build_cfg
+from cxr_codet.config import build_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DICOM = "dicom/cr-chest-jpeg-baseline.dcm"

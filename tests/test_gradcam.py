@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from cxr_codet.data.classes import VINDR_CXR_CLASSES
 from cxr_codet.data.datasets.phantom_render import render_phantom_image
-from cxr_codet.modeling.image_heads import GradCAM, activation_grid, find_module
+from cxr_codet.modeling.gradcam import GradCAM, activation_grid, find_module
 
 LESION = "Consolidation"
 SIZE = 96

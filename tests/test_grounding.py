@@ -13,8 +13,8 @@ from detectron2.structures import Boxes, Instances
 from cxr_codet.data.build import build_cxr_train_loader
 from cxr_codet.data.classes import VINDR_CXR_CLASSES
 from cxr_codet.engine.optimizer import build_optimizer
-from cxr_codet.modeling.side_heads import PhraseGrounding
-from cxr_codet.modeling.side_heads.grounding import balanced_bce, box_coverage
+from cxr_codet.modeling.meta_arch import PhraseGrounding
+from cxr_codet.modeling.meta_arch.grounding import balanced_bce, box_coverage
 
 CONFIG = "configs/phantom/grounding_R18_phantom.yaml"
 

@@ -14,7 +14,7 @@ from PIL import Image
 from cxr_codet.data import image_check
 from cxr_codet.data.build import build_cxr_test_loader, build_cxr_train_loader
 from cxr_codet.data.image_check import BadImagesError, check_images
-from cxr_codet.engine.launcher import build_cfg
+from cxr_codet.config import build_cfg
 
 BASELINE = "configs/phantom/faster_rcnn_R18_FPN_phantom.yaml"
 

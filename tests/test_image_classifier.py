@@ -21,8 +21,8 @@ from cxr_codet.evaluation.classification_evaluation import (
 )
 from cxr_codet.evaluation.build import build_configured_evaluator
 from cxr_codet.modeling.backbone import ViTBackbone, load_vit_weights
-from cxr_codet.modeling.image_heads import ABNORMAL, ContrastiveClassifier
-from cxr_codet.modeling.image_heads.contrastive_classifier import eval_mode
+from cxr_codet.modeling.meta_arch import ABNORMAL, ContrastiveClassifier
+from cxr_codet.modeling.meta_arch.contrastive_classifier import eval_mode
 
 CONFIG = "configs/phantom/contrastive_classifier_R18_phantom.yaml"
 PRETRAIN_ITERS = 2

@@ -17,7 +17,7 @@ from cxr_codet.data.image_io import read_gray
 from cxr_codet.data.mapper import CXRDatasetMapper
 from cxr_codet.demo.inputs import read_input_image
 from cxr_codet.demo.predictor import CXRPredictor
-from cxr_codet.engine.launcher import build_cfg
+from cxr_codet.config import build_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 PHANTOM = REPO / "configs" / "phantom"

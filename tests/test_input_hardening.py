@@ -28,8 +28,8 @@ from cxr_codet.data.datasets.nih_cxr14 import load_nih_cxr14_bbox, read_bbox_csv
 from cxr_codet.data.dicom import DicomReadError, read_dicom_image
 from cxr_codet.data.mapper import CXRDatasetMapper, read_gray_image
 from cxr_codet.demo.cli import main as demo_main
-from cxr_codet.engine.launcher import build_cfg
-from cxr_codet.engine.memory import PeakMemory
+from cxr_codet.config import build_cfg
+from cxr_codet.benchmark.memory import PeakMemory
 from cxr_codet.engine.trainer import CXRTrainer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,5 +1,7 @@
-"""Imports flow one way: data -> modeling -> evaluation -> engine -> demo -> tools; config.py and compat.py sit
-under all of them. A module may import from its own layer and the layers before it, never from a later one."""
+"""Imports flow one way: data -> modeling -> evaluation -> engine -> {benchmark, demo, studies} -> tools; config.py
+and compat.py sit under all of them. A module may import from its own package and the layers before it, never from
+a later layer nor from another package of its own layer (config and compat, or benchmark, demo and studies, are
+independent of each other)."""
 import ast
 from pathlib import Path
 
@@ -7,8 +9,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "cxr_codet"
-LAYERS = ("config", "compat", "data", "modeling", "evaluation", "engine", "demo", "tools")
-BASE = ("config", "compat")  # under all layers, and on one level: neither imports the other
+# Layers in import order; the packages of one layer sit side by side and do not import each other.
+LAYERS = (("config", "compat"), ("data",), ("modeling",), ("evaluation",), ("engine",), ("benchmark", "demo", "studies"),
+          ("tools",))
+RANK = {package: rank for rank, layer in enumerate(LAYERS) for package in layer}
 
 
 def layer_of(module: str):
@@ -17,7 +21,7 @@ def layer_of(module: str):
     parts = module.split(".")
     if parts[0] != "cxr_codet" or len(parts) < 2:
         return None
-    return parts[1] if parts[1] in LAYERS else None
+    return parts[1] if parts[1] in RANK else None
 
 
 def imported_modules(source: str, module: str, is_package: bool):
@@ -39,15 +43,14 @@ def imported_modules(source: str, module: str, is_package: bool):
 def backward_imports(path: Path, module: str, layer: str, source: str = None):
     """'file:line imports X (L layer)' for each import of `path` (or of `source` as if it were that file) from
     a layer after `layer`."""
-    rank = LAYERS.index(layer)
+    rank = RANK[layer]
     source = path.read_text() if source is None else source
     found = []
     for line, name in imported_modules(source, module, path.name == "__init__.py"):
         target = layer_of(name)
         if target is None or target == layer:
             continue
-        later = LAYERS.index(target) > rank or (layer in BASE and target in BASE)
-        if later:
+        if RANK[target] >= rank:  # a later layer, or another package of the same layer
             found.append(f"{path.relative_to(REPO)}:{line} imports {name} ({target} layer)")
     return found
 
@@ -72,13 +75,15 @@ def test_every_module_imports_only_from_its_own_and_earlier_layers():
 @pytest.mark.parametrize("module, source, message", [
     ("cxr_codet.data.datasets.probe", "from ...modeling.text import build_text_encoder\n",
      "cxr_codet/data/datasets/probe.py:2 imports cxr_codet.modeling.text (modeling layer)"),
-    ("cxr_codet.modeling.side_heads.probe", "from cxr_codet.evaluation import x\n",
-     "cxr_codet/modeling/side_heads/probe.py:2 imports cxr_codet.evaluation (evaluation layer)"),
+    ("cxr_codet.modeling.localization.probe", "from cxr_codet.evaluation import x\n",
+     "cxr_codet/modeling/localization/probe.py:2 imports cxr_codet.evaluation (evaluation layer)"),
     ("cxr_codet.modeling.probe", "from .. import engine\n",
      "cxr_codet/modeling/probe.py:2 imports cxr_codet.engine (engine layer)"),
     ("cxr_codet.config", "from .compat import apply\n", "cxr_codet/config.py:2 imports cxr_codet.compat (compat layer)"),
     ("cxr_codet.engine.probe", "import cxr_codet.demo.cli\n",
      "cxr_codet/engine/probe.py:2 imports cxr_codet.demo.cli (demo layer)"),
+    ("cxr_codet.studies.probe", "from ..benchmark.tasks import BENCHMARK_TASKS\n",
+     "cxr_codet/studies/probe.py:2 imports cxr_codet.benchmark.tasks (benchmark layer)"),
 ])
 def test_a_backward_import_is_found_with_its_file_and_line(module, source, message):
     path = REPO.joinpath(*module.split(".")).with_suffix(".py")
@@ -89,5 +94,5 @@ def test_imports_from_the_own_and_earlier_layers_pass():
     source = ("import torch\nfrom detectron2.data import DatasetCatalog\nfrom ...data.build import x\n"
               "from ..text import build_text_encoder\nfrom cxr_codet.config import add_cxr_codet_config\n"
               "from ... import compat\n")
-    module = "cxr_codet.modeling.side_heads.probe"
-    assert backward_imports(REPO / "cxr_codet/modeling/side_heads/probe.py", module, "modeling", source) == []
+    module = "cxr_codet.modeling.localization.probe"
+    assert backward_imports(REPO / "cxr_codet/modeling/localization/probe.py", module, "modeling", source) == []

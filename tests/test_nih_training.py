@@ -13,7 +13,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from cxr_codet.engine.launcher import build_cfg
+from cxr_codet.config import build_cfg
 from cxr_codet.modeling.checkpoint_init import init_from_cfg
 
 pytestmark = pytest.mark.slow  # trains through tools/train_net.py on real NIH boxes

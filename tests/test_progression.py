@@ -22,7 +22,7 @@ from cxr_codet.evaluation.progression_evaluation import (
     macro_f1,
     progression_metrics,
 )
-from cxr_codet.modeling.image_heads import (
+from cxr_codet.modeling.hyperbolic import (
     EuclideanSpace,
     PoincareBall,
     build_geometry,

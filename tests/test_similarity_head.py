@@ -6,7 +6,7 @@ import torch
 from torch.nn import functional as F
 
 from cxr_codet.modeling.roi_heads.classifier import OpenVocabularyClassifier
-from cxr_codet.modeling.roi_heads.similarity_head import (
+from cxr_codet.modeling.roi_heads.co_occurrence_head import (
     CoOccurrenceHead,
     SimilarityMLP,
     check_concept_group_size,

@@ -15,17 +15,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cxr_codet.engine import study as study_module
-from cxr_codet.engine.launcher import build_cfg
-from cxr_codet.engine.study import (
-    StudyError,
-    load_study,
-    main,
-    plan_runs,
-    run_lock,
-    run_state,
-    train_command,
-)
+from cxr_codet.config import build_cfg
+from cxr_codet.studies.cli import run_study_main as main
+from cxr_codet.studies.layout import run_state
+from cxr_codet.studies.plan import check_configs, plan_runs, train_command
+from cxr_codet.studies.processes import run_lock
+from cxr_codet.studies.spec import StudyError, load_study
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = "configs/phantom/faster_rcnn_R18_FPN_phantom.yaml"
@@ -370,7 +365,7 @@ def test_sigterm_stops_the_run_and_the_processes_it_started(tmp_path, in_repo):
     fake = tmp_path / "sleepy_train_net.py"
     fake.write_text(SLEEPY_TRAIN_NET)
     path, out = write_study(tmp_path, TWO_ROWS), tmp_path / "out"
-    script = f"import sys; from cxr_codet.engine.study import main; sys.exit(main(sys.argv[1:], {str(fake)!r}))"
+    script = f"import sys; from cxr_codet.studies.cli import run_study_main; sys.exit(run_study_main(sys.argv[1:], {str(fake)!r}))"
     runner = subprocess.Popen([sys.executable, "-c", script, str(path), "--output-root", str(out)], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid_file = out / "demo" / "base" / "seed0" / "worker.pid"
@@ -403,7 +398,7 @@ def test_shipped_studies_are_valid(in_repo):
     assert REPO / "studies" / "vindr_paper.yaml" in paths
     for path in paths:
         study = load_study(path.relative_to(REPO))
-        study_module.check_configs(study, study.rows)
+        check_configs(study, study.rows)
 
 
 def test_rows_shared_between_cpu_studies_are_the_same_runs(in_repo):
@@ -468,7 +463,7 @@ def test_tool_is_a_thin_entry_point():
     spec = importlib.util.spec_from_file_location("run_study_tool", REPO / "tools" / "run_study.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    assert tool.main is main
+    assert tool.run_study_main is main
 
 
 # The slow test: a real tiny study (2 rows x 2 seeds of a small from-scratch Faster R-CNN on 64 px phantom

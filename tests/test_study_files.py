@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from detectron2.modeling import build_model
 
-from cxr_codet.engine.launcher import build_cfg
-from cxr_codet.engine.study import load_study
+from cxr_codet.config import build_cfg
+from cxr_codet.studies.spec import load_study
 from cxr_codet.engine.trainer import CXRTrainer
 
 pytestmark = pytest.mark.slow  # builds about a dozen detectors

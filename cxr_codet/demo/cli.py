@@ -15,7 +15,7 @@ import cv2
 from tqdm import tqdm
 
 from ..data.dicom import DEFAULT_LONG_SIDE
-from ..engine.launcher import build_cfg
+from ..config import build_cfg
 from .dicom_out import write_secondary_capture
 from .inputs import collect_inputs, read_input_image
 from .outputs import detection_records, draw_overlay, unique_stems, write_prediction

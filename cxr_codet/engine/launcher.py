@@ -19,10 +19,10 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..compat import apply
-from ..config import add_cxr_codet_config
+from ..config import add_cxr_codet_config, build_cfg
 from ..data.build import check_test_images
 from ..data.samplers import check_concept_group_config
-from ..modeling.checkpoint_init import check_input_normalization
+from ..modeling.input_normalization import check_input_normalization
 from .checkpoint import AtomicDetectionCheckpointer
 from .startup import StartupError, build_parser, check_config_file, check_datasets, config_error, guarded
 from .startup import report_startup_error
@@ -34,22 +34,6 @@ logger = logging.getLogger(__name__)
 _SETUP_ERRORS = (FileNotFoundError, KeyError, ValueError, AssertionError, OSError)
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 DEFAULT_TIMEOUT = timedelta(minutes=30)
-
-
-def build_cfg(config_file, opts=(), cpu=False):
-    """The frozen config from defaults, cxr-codet's keys, the YAML file and trailing KEY VALUE overrides.
-
-    A misspelt key in the file or the overrides fails here with detectron2's "Non-existent config
-    key" error naming it. The model runs on CPU when `cpu` is set or CUDA is absent.
-    """
-    cfg = get_cfg()
-    add_cxr_codet_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    if cpu or not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    return cfg
 
 
 class _PlainFormatter(logging.Formatter):

@@ -14,7 +14,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .coco_evaluation import load_detections, relative_size_buckets, with_relative_areas
+from .size_buckets import load_detections, relative_size_buckets, with_relative_areas
 
 SATURATED_SCORE = 0.999999
 

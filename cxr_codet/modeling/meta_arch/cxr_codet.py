@@ -15,7 +15,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.utils.events import get_event_storage
 
 from ..roi_heads.co_occurrence_branch import CoOccurrenceBranchMixin
-from ..roi_heads.similarity_head import check_concept_group_size
+from ..roi_heads.co_occurrence_head import check_concept_group_size
 from ..vocabulary import ClassNameEncoder
 from ..vocabulary import training_class_names as read_training_class_names
 from .box_supervision import box_supervised_mask, rpn_forward

@@ -10,7 +10,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
 
-from .similarity_head import CoOccurrenceHead
+from .co_occurrence_head import CoOccurrenceHead
 
 
 def build_co_occurrence_head(cfg) -> Optional[CoOccurrenceHead]:

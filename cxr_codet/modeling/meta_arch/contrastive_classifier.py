@@ -8,7 +8,7 @@ dataset has none, and images with the same report key count as positives of each
 Stage 2 (later iterations): encoders and projections frozen (no gradients, eval mode; an image-projection
 BatchNorm only re-estimates its statistics on the frozen encoder), an MLP head (two hidden layers of 512,
 ReLU) on the L2-normalised image embedding, concatenated with a normalised text embedding unless HEAD_TEXT
-is "none" (see classifier_text.py for which text, and the label leak of "report"), predicts "abnormal" and,
+is "none" (see contrastive_head_texts.py for which text, and the label leak of "report"), predicts "abnormal" and,
 with PER_FINDING, each training finding (sigmoid outputs, BCE). The head's input is standardised by a
 BatchNorm first: embeddings of a from-scratch encoder spread little around their mean, too little for SGD.
 A run with PRETRAIN_ITERS = 0 trains the head only, on encoders loaded from MODEL.WEIGHTS.
@@ -31,12 +31,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...data.descriptions import check_granularity_list, compose_report
-from ..image_text import image_labels, image_text_config, positives_by_key
-from ..side_heads.localization_maps import MapSettings, grid_to_heatmaps, normalized_heatmaps
-from ..side_heads.localized_matching import symmetric_contrastive_loss
-from ..side_heads.text_features import FrozenTextFeatures
-from .classifier_text import HEAD_TEXTS
-from .gradcam import GradCAM
+from .image_text import image_labels, image_text_config, positives_by_key
+from ..localization.maps import MapSettings, grid_to_heatmaps, normalized_heatmaps
+from ..localization.matching import symmetric_contrastive_loss
+from ..text.frozen_features import FrozenTextFeatures
+from .contrastive_head_texts import HEAD_TEXTS
+from ..gradcam import GradCAM
 
 logger = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ word statistics (see `word_statistics`) and mapped by one trainable linear proje
 levels (so they stay in one space, as BERT's outputs do in AFLoc; the encoder itself is frozen here to
 keep CPU training cheap). Three contrastive losses, summed with
 weights: GLoRIA localized matching of words with the shallow map and of sentences with the deep map, and
-the global cosine of report and image vector (see localized_matching.py). Datasets without reports get
+the global cosine of report and image vector (see modeling/localization/matching.py). Datasets without reports get
 reports composed from each image's findings (`compose_report`, granularity drawn per image).
 
 Localization: a prompt's report vector dotted with the deep map (not a cosine), then blur, upsampling,
-NaN border and [-1, 1] normalisation (localization_maps.py).
+NaN border and [-1, 1] normalisation (modeling/localization/maps.py).
 """
 from typing import Dict, List, Sequence, Tuple
 
@@ -23,16 +23,16 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
 from ...data.descriptions import check_granularity_list, compose_report
-from ..image_text import image_labels, positives_by_key
-from .base import PromptLocalizer
-from .localized_matching import (
+from .image_text import image_labels, positives_by_key
+from .prompt_localizer import PromptLocalizer
+from ..localization.matching import (
     AGGREGATIONS,
     ATTENTION_SIMILARITIES,
     global_scores,
     localized_scores,
     symmetric_contrastive_loss,
 )
-from .text_features import reference_reports, word_statistics
+from ..text.frozen_features import reference_reports, word_statistics
 
 LOSS_NAMES = ("loss_afloc_word", "loss_afloc_sentence", "loss_afloc_report")
 
@@ -64,7 +64,7 @@ class AFLoc(PromptLocalizer):
             image_projection_norm: norm after the image projections, a key of PROJECTION_NORMS.
             unit_aggregation: "sum" (GLoRIA) or "mean", how localized matching aggregates a text's units.
             attention: "dot" (GLoRIA), "scaled_dot" or "cosine": the region-unit similarity inside localized
-                matching (see localized_matching.py).
+                matching (see modeling/localization/matching.py).
             kwargs: as PromptLocalizer.
         """
         super().__init__(**kwargs)

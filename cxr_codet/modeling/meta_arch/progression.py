@@ -31,10 +31,10 @@ from torch.nn import functional as F
 
 from ...data.datasets.imagenome import PROGRESSION_LABELS
 from ...data.image_pairs import ImagePairMapper
-from ..side_heads.localized_matching import symmetric_contrastive_loss
-from ..side_heads.text_features import FrozenTextFeatures
+from ..localization.matching import symmetric_contrastive_loss
+from ..text.frozen_features import FrozenTextFeatures
 from ..text import build_text_encoder
-from .hyperbolic import build_geometry, pairwise_distances
+from ..hyperbolic import build_geometry, pairwise_distances
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Patch features: the chosen backbone outputs, each projected by a 1x1 conv, upsam
 them, summed and refined (3x3 conv, ReLU, 1x1 conv): one region feature per grid cell. Phrase
 features: the frozen text encoder's sentence vector through a two-layer MLP. A cell's logit is the
 region-phrase dot product over sqrt(D) plus a learned bias (a dot product, not a cosine: from-scratch
-features start nearly parallel, and a cosine head collapses to a flat map); its sigmoid is the phrase's map, spread back over the image by the shared upsampling (localization_maps.py), and
+features start nearly parallel, and a cosine head collapses to a flat map); its sigmoid is the phrase's map, spread back over the image by the shared upsampling (modeling/localization/maps.py), and
 its box comes from the map's connected components.
 
 Training: per image, one phrase per finding present (built from the finding descriptions at a random
@@ -22,8 +22,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...data.descriptions import check_granularity_list
-from ..image_text import image_labels
-from .base import PromptLocalizer
+from .image_text import image_labels
+from .prompt_localizer import PromptLocalizer
 
 
 def box_coverage(boxes: torch.Tensor, padded_size: Tuple[int, int], grid_size: Tuple[int, int]) -> torch.Tensor:

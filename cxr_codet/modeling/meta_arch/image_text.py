@@ -1,13 +1,14 @@
-"""Helpers shared by the image-text models (the side heads and the image-level heads): their common constructor
-arguments, the findings of a training input, and which images of a batch are positives of each other."""
+"""Helpers shared by the image-text meta-architectures (AFLoc, PhraseGrounding, ContrastiveClassifier): their
+common constructor arguments, the findings of a training input, and which images of a batch are positives of each
+other."""
 from typing import Dict, List, Sequence
 
 import torch
 from detectron2.modeling import build_backbone
 
-from .side_heads.text_features import FrozenTextFeatures
-from .text import build_text_encoder
-from .vocabulary import training_class_names
+from ..text.frozen_features import FrozenTextFeatures
+from ..text import build_text_encoder
+from ..vocabulary import training_class_names
 
 
 def image_labels(record: dict, num_classes: int) -> List[int]:

@@ -3,7 +3,7 @@
 Shared parts: the backbone and image normalisation, the frozen text features, the finding prompts of the
 active vocabulary (the training classes, or a test dataset's classes via `set_test_vocabulary`, which
 CXRTrainer.test calls), and inference: one similarity map per prompt on the feature grid, turned into
-heat maps on the original image and boxes (see localization_maps.py). An input dict with a "phrase"
+heat maps on the original image and boxes (see modeling/localization/maps.py). An input dict with a "phrase"
 (e.g. MS-CXR) gets the map of that phrase instead of the vocabulary's prompts.
 
 Inference output per image: {"instances": boxes from the maps, "localization": {"findings": [...],
@@ -16,16 +16,16 @@ import torch
 from detectron2.structures import ImageList
 from torch import nn
 
-from ..image_text import image_text_config
-from .localization_maps import (
+from .image_text import image_text_config
+from ..localization.maps import (
     MapSettings,
     bias_merged_grid_maps,
     grid_to_heatmaps,
     heatmap_instances,
     normalized_heatmaps,
 )
-from .prompts import finding_prompts
-from .text_features import FrozenTextFeatures
+from ..localization.prompts import finding_prompts
+from ..text.frozen_features import FrozenTextFeatures
 
 
 class PromptLocalizer(nn.Module):

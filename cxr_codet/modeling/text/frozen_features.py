@@ -1,4 +1,4 @@
-"""The side heads' frozen text encoder, kept out of the module tree, with per-text feature caches.
+"""The frozen text encoder of the image-text models, kept out of the module tree, with per-text feature caches.
 
 The encoder is frozen (AFLoc fine-tunes BERT; here only the heads' projections train, which keeps CPU
 training cheap), so a text's features never change: each distinct text is encoded once and reused.
@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from ...data.descriptions import GRANULARITIES, compose_report, finding_descriptions
-from ..text.base import TextEncoder
+from .base import TextEncoder
 
 # Distinct texts kept per cache before it is emptied (composed reports and prompts repeat a lot).
 MAX_CACHED_TEXTS = 20000
