@@ -29,7 +29,7 @@ def afloc_cfg(*overrides):
     """The phantom AFLoc config shrunk for tests, with a narrow joint space; short prompts and AFLoc's blur
     of 1.5 cells, which the map tests spell out."""
     return tiny_phantom_cfg(
-        CONFIG, "MODEL.AFLOC.EMBED_DIM", 32, "MODEL.LOCALIZATION_MAPS.PROMPT_GRANULARITY", "unelaborate",
+        CONFIG, "MODEL.AFLOC.EMBED_DIM", 32, "MODEL.PROMPTS.GRANULARITY", "unelaborate",
         "MODEL.LOCALIZATION_MAPS.BLUR_SIGMA", 1.5, *overrides,
     )
 

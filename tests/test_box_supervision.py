@@ -189,7 +189,7 @@ def _losses(model, batch, seed=0):
 @pytest.mark.parametrize("c4", [False, True])
 def test_image_level_only_image_adds_nothing_to_rpn_and_box_losses(tmp_path, c4):
     """The box losses of a batch with one image-level-only image equal those of the batch without it."""
-    model = tiny_model(tmp_path, c4=c4, group_size=1, extra=["MODEL.ROI_BOX_HEAD.CO_OCCURRENCE_ON", False])
+    model = tiny_model(tmp_path, c4=c4, group_size=1, extra=["MODEL.CO_OCCURRENCE.ENABLED", False])
     batch = hand_made_batch(num_groups=2, with_concepts=False)
     masked = _losses(model, [batch[0], _image_level_only(batch[1]), *batch[2:]])
     without = _losses(model, [batch[0], *batch[2:]])
@@ -240,7 +240,7 @@ def test_weak_label_study_rows_build_and_pair_each_fraction(monkeypatch):
         cfg = build_cfg(row.config, [*study.overrides, *row.overrides], cpu=True)
         assert cfg.SOLVER.MAX_ITER == 850 and cfg.SOLVER.IMS_PER_BATCH == 8  # the component study's budget
         model = cfg.MODEL.META_ARCHITECTURE
-        if model == "CXRCoDet" and not cfg.MODEL.ROI_BOX_HEAD.CO_OCCURRENCE_ON:
+        if model == "CXRCoDet" and not cfg.MODEL.CO_OCCURRENCE.ENABLED:
             model = "box-only control"
         by_fraction.setdefault(cfg.DATASETS.TRAIN_BOX_FRACTION, {})[model] = cfg
     assert sorted(by_fraction) == [0.1, 0.25, 1.0]

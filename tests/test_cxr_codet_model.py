@@ -226,7 +226,7 @@ def test_concept_outside_the_vocabulary_is_refused(tmp_path):
 
 
 def test_co_occurrence_off_trains_box_losses_only(tmp_path):
-    model = tiny_model(tmp_path, group_size=1, extra=["MODEL.ROI_BOX_HEAD.CO_OCCURRENCE_ON", False])
+    model = tiny_model(tmp_path, group_size=1, extra=["MODEL.CO_OCCURRENCE.ENABLED", False])
     assert model.roi_heads.co_occurrence is None
     losses = _train_losses(model, hand_made_batch())
     assert set(losses) == LOSS_KEYS - {"loss_cooccurrence"}
@@ -397,9 +397,9 @@ def test_paper_config_is_the_paper_setting():
     assert cfg.MODEL.META_ARCHITECTURE == "CXRCoDet" and cfg.MODEL.ROI_HEADS.NAME == "CXRCoDetRes5ROIHeads"
     assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS)) == (32, 90000, (60000, 80000))
     assert cfg.SOLVER.BASE_LR == 0.001 and cfg.SOLVER.LR_MULTIPLIERS == [["sim_mlp", 0.1]]
-    assert cfg.DATALOADER.CONCEPT_GROUP_SIZE == 2 and cfg.MODEL.ROI_BOX_HEAD.WS_NUM_PROPS == 32
+    assert cfg.DATALOADER.CONCEPT_GROUP_SIZE == 2 and cfg.MODEL.CO_OCCURRENCE.NUM_PROPOSALS == 32
     assert cfg.MODEL.TEXT_ENCODER.NAME.endswith("BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")
-    assert cfg.MODEL.TEXT_ENCODER.DESCRIPTIONS == "elaborate"
+    assert cfg.MODEL.PROMPTS.GRANULARITY == "elaborate"
     assert tuple(cfg.DATASETS.TRAIN) == ("vindr_cxr_train",) and tuple(cfg.DATASETS.TEST) == ("vindr_cxr_val",)
     # Where the paper is silent, CoDet_OVCOCO_R50_1x.yaml (the checkpoint's config): sigmoid CE, 800 px, clipping.
     assert cfg.MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE
@@ -445,7 +445,7 @@ EXPECTED_ROWS = {
     "batch_64": {"SOLVER.IMS_PER_BATCH": 64},
     "iter_130k": {"SOLVER.MAX_ITER": 130000},
     "support_3": {"DATALOADER.CONCEPT_GROUP_SIZE": 4},
-    "captions_unelaborate": {"MODEL.TEXT_ENCODER.DESCRIPTIONS": "unelaborate"},
+    "captions_unelaborate": {"MODEL.PROMPTS.GRANULARITY": "unelaborate"},
     "text_clip": {"MODEL.TEXT_ENCODER.NAME": "ViT-B-32", "MODEL.TEXT_ENCODER.PRETRAINED": "openai"},
     "init_detic": {"MODEL.INIT.WEIGHTS": "models/Detic_OVCOCO_CLIP_R50_1x_max-size_caption.pth",
                    "MODEL.INIT.REINIT_MODULES": ["roi_heads.co_occurrence"]},

@@ -66,8 +66,8 @@ def test_model_is_registered_and_fuses_res3_and_res4(model):
 def test_bad_settings_are_clear_errors():
     with pytest.raises(ValueError, match=r"IN_FEATURES \['res5'\]: the backbone gives \['res3', 'res4'\]"):
         build_model(grounding_cfg("MODEL.PHRASE_GROUNDING.IN_FEATURES", ["res5"]))
-    with pytest.raises(ValueError, match="PHRASE_GRANULARITIES must be a non-empty list"):
-        build_model(grounding_cfg("MODEL.PHRASE_GROUNDING.PHRASE_GRANULARITIES", ["verbose"]))
+    with pytest.raises(ValueError, match="MODEL.PROMPTS.TRAIN_GRANULARITIES must be a non-empty list"):
+        build_model(grounding_cfg("MODEL.PROMPTS.TRAIN_GRANULARITIES", ["verbose"]))
 
 
 def test_training_phrases_cover_present_findings_and_sampled_negatives(model):

@@ -424,7 +424,7 @@ def test_make_demo_trains_the_measured_weight_row_and_rows_measured_at_codets_we
     row = weight.row("weight_0.01")
     measured = build_cfg(row.config, ["SEED", "0", *weight.overrides, *row.overrides], cpu=True)
     assert build_cfg(demo, ["SEED", "0"], cpu=True).dump() == measured.dump()
-    assert measured.MODEL.ROI_BOX_HEAD.IMAGE_LOSS_WEIGHT == 0.01
+    assert measured.MODEL.CO_OCCURRENCE.LOSS_WEIGHT == 0.01
     at_codets = {"studies/phantom_components.yaml": ("cooccurrence_no_text", "cxr_codet"),
                  "studies/phantom_components_pilot.yaml": ("cooccurrence_no_text", "cxr_codet"),
                  "studies/phantom_cooccurrence_weight.yaml": ("weight_0.1",),
@@ -434,7 +434,7 @@ def test_make_demo_trains_the_measured_weight_row_and_rows_measured_at_codets_we
         study = load_study(path)
         for name in names:
             cfg = build_cfg(study.row(name).config, [*study.overrides, *study.row(name).overrides], cpu=True)
-            assert cfg.MODEL.ROI_BOX_HEAD.IMAGE_LOSS_WEIGHT == 0.1, (path, name)
+            assert cfg.MODEL.CO_OCCURRENCE.LOSS_WEIGHT == 0.1, (path, name)
 
 
 def test_weak_label_config_trains_at_the_weight_its_study_chose(in_repo):
@@ -442,11 +442,11 @@ def test_weak_label_config_trains_at_the_weight_its_study_chose(in_repo):
     the weak-label config must train at it, so that its *_weight0.01 rows are the config as shipped."""
     weak = load_study("studies/phantom_weak_labels.yaml")
     shipped = build_cfg(weak.row("cxr_codet_box010_weight0.01").config, [], cpu=True)
-    assert shipped.MODEL.ROI_BOX_HEAD.IMAGE_LOSS_WEIGHT == 0.01
+    assert shipped.MODEL.CO_OCCURRENCE.LOSS_WEIGHT == 0.01
     for name in ("cxr_codet_box010_weight0.01", "cxr_codet_box025_weight0.01", "cxr_codet_box100_weight0.01"):
         row = weak.row(name)
         cfg = build_cfg(row.config, [*weak.overrides, *row.overrides], cpu=True)
-        assert cfg.MODEL.ROI_BOX_HEAD.IMAGE_LOSS_WEIGHT == shipped.MODEL.ROI_BOX_HEAD.IMAGE_LOSS_WEIGHT, name
+        assert cfg.MODEL.CO_OCCURRENCE.LOSS_WEIGHT == shipped.MODEL.CO_OCCURRENCE.LOSS_WEIGHT, name
 
 
 def test_vindr_paper_study_runs_the_paper_config_and_every_ablation_unchanged(in_repo):

@@ -152,8 +152,9 @@ def test_registry_names_the_four_backends():
 def test_config_defaults_and_spec_reads_only_the_backends_keys(tiny_bert_dir):
     section = make_cfg().MODEL.TEXT_ENCODER
     assert section.BACKEND == "sentence_transformers" and section.NAME == ""
-    assert section.POOLING == "mean" and section.DESCRIPTIONS == "elaborate"
-    assert section.PROMPT_TEMPLATE == "a chest x-ray showing {}." and section.CLASS_EMBEDDINGS_PATH == ""
+    assert section.POOLING == "mean" and section.CLASS_EMBEDDINGS_PATH == ""
+    prompts = make_cfg().MODEL.PROMPTS
+    assert prompts.GRANULARITY == "elaborate" and prompts.TEMPLATE == "a chest x-ray showing {}."
     assert text_encoder_spec(make_cfg()) == {"backend": "sentence_transformers", "name_or_path": "",
                                              "batch_size": 64, "device": "cpu"}
     spec = text_encoder_spec(make_cfg(BACKEND="transformers", NAME=str(tiny_bert_dir), POOLING="cls"))
@@ -444,8 +445,8 @@ def test_build_class_embeddings_from_path(tmp_path):
 
 
 def test_build_class_embeddings_cache_skips_the_encoder(tmp_path, tiny_bert_dir, monkeypatch):
-    cfg = make_cfg(BACKEND="transformers", NAME=str(tiny_bert_dir), CACHE_DIR=str(tmp_path / "cache"),
-                   DESCRIPTIONS="unelaborate")
+    cfg = make_cfg(BACKEND="transformers", NAME=str(tiny_bert_dir), CACHE_DIR=str(tmp_path / "cache"))
+    cfg.MODEL.PROMPTS.GRANULARITY = "unelaborate"
     names = list(NIH_CXR14_BBOX_CLASSES)
     first = build_class_embeddings(cfg, names)
     assert first.shape == (8, 32) and len(list((tmp_path / "cache").glob("transformers-*.pt"))) == 1
@@ -455,7 +456,7 @@ def test_build_class_embeddings_cache_skips_the_encoder(tmp_path, tiny_bert_dir,
 
     monkeypatch.setattr(class_embeddings_module, "build_text_encoder_from_spec", no_encoder)
     assert torch.equal(build_class_embeddings(cfg, names), first)
-    cfg.MODEL.TEXT_ENCODER.PROMPT_TEMPLATE = "{} on a radiograph"  # other texts: a different cache entry
+    cfg.MODEL.PROMPTS.TEMPLATE = "{} on a radiograph"  # other texts: a different cache entry
     with pytest.raises(AssertionError, match="the encoder was built"):
         build_class_embeddings(cfg, names)
 
@@ -511,7 +512,7 @@ def test_dump_caption_embeddings_counts_every_image(tmp_path):
 def test_dump_command_line_with_a_config_file(tmp_path, tiny_bert_dir):
     config = tmp_path / "text.yaml"
     config.write_text(f"MODEL:\n  TEXT_ENCODER:\n    BACKEND: transformers\n    NAME: {tiny_bert_dir}\n"
-                      "    DESCRIPTIONS: unelaborate\n")
+                      "  PROMPTS:\n    GRANULARITY: unelaborate\n")
     output = tmp_path / "nih.npy"
     written = dump_main(["--config-file", str(config), "--vocabulary", "nih_cxr14", "--pooling", "cls",
                          "--template", "{}", "--output", str(output)])

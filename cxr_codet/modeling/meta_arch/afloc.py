@@ -76,7 +76,7 @@ class AFLoc(PromptLocalizer):
                              "set MODEL.RESNETS.OUT_FEATURES (and MODEL.BACKBONE.NAME 'build_resnet_backbone')")
         if len(loss_weights) != 3:
             raise ValueError(f"MODEL.AFLOC.LOSS_WEIGHTS needs 3 weights (word, sentence, report), got {list(loss_weights)}")
-        check_granularity_list(report_granularities, "MODEL.AFLOC.REPORT_GRANULARITIES")
+        check_granularity_list(report_granularities, "MODEL.PROMPTS.TRAIN_GRANULARITIES")
         if image_projection_norm not in PROJECTION_NORMS:
             raise ValueError(f"MODEL.AFLOC.IMAGE_PROJECTION_NORM must be one of {sorted(PROJECTION_NORMS)}, "
                              f"got {image_projection_norm!r}")
@@ -115,7 +115,7 @@ class AFLoc(PromptLocalizer):
             "tau2": section.TAU2,
             "tau3": section.TAU3,
             "loss_weights": list(section.LOSS_WEIGHTS),
-            "report_granularities": list(section.REPORT_GRANULARITIES),
+            "report_granularities": list(cfg.MODEL.PROMPTS.TRAIN_GRANULARITIES),
             "image_projection_norm": section.IMAGE_PROJECTION_NORM,
             "unit_aggregation": section.UNIT_AGGREGATION,
             "attention": section.ATTENTION,

@@ -107,7 +107,7 @@ class ContrastiveClassifier(nn.Module):
                              f"the backbone gives {sorted(shapes)}")
         if head_text not in HEAD_TEXTS:
             raise ValueError(f"cfg.MODEL.IMAGE_CLASSIFIER.HEAD_TEXT must be one of {sorted(HEAD_TEXTS)}, got {head_text!r}")
-        check_granularity_list(report_granularities, "cfg.MODEL.IMAGE_CLASSIFIER.REPORT_GRANULARITIES")
+        check_granularity_list(report_granularities, "MODEL.PROMPTS.TRAIN_GRANULARITIES")
         if image_projection_norm not in PROJECTION_NORMS:
             raise ValueError(f"cfg.MODEL.IMAGE_CLASSIFIER.IMAGE_PROJECTION_NORM must be one of {sorted(PROJECTION_NORMS)}, "
                              f"got {image_projection_norm!r}")
@@ -144,7 +144,7 @@ class ContrastiveClassifier(nn.Module):
             "embed_dim": section.EMBED_DIM,
             "temperature": section.TEMPERATURE,
             "pretrain_iters": section.PRETRAIN_ITERS,
-            "report_granularities": list(section.REPORT_GRANULARITIES),
+            "report_granularities": list(cfg.MODEL.PROMPTS.TRAIN_GRANULARITIES),
             "head_text": section.HEAD_TEXT,
             "hidden_dims": list(section.HIDDEN_DIMS),
             "per_finding": section.PER_FINDING,

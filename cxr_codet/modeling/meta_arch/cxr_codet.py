@@ -65,7 +65,7 @@ class CXRCoDet(GeneralizedRCNN):
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)  # the ROI heads refuse a CONCEPT_GROUP_SIZE below 2
-        on = cfg.MODEL.ROI_BOX_HEAD.CO_OCCURRENCE_ON
+        on = cfg.MODEL.CO_OCCURRENCE.ENABLED
         ret["concept_group_size"] = cfg.DATALOADER.CONCEPT_GROUP_SIZE if on else 0
         ret["class_name_encoder"] = ClassNameEncoder(cfg)
         ret["training_class_names"] = read_training_class_names(cfg)

@@ -71,7 +71,7 @@ class PhraseGrounding(PromptLocalizer):
         if missing or not in_features:
             raise ValueError(f"MODEL.PHRASE_GROUNDING.IN_FEATURES {list(in_features)}: the backbone gives "
                              f"{sorted(shapes)} (missing {missing})")
-        check_granularity_list(phrase_granularities, "MODEL.PHRASE_GROUNDING.PHRASE_GRANULARITIES")
+        check_granularity_list(phrase_granularities, "MODEL.PROMPTS.TRAIN_GRANULARITIES")
         if negatives_per_image < 0:
             raise ValueError(f"MODEL.PHRASE_GROUNDING.NEGATIVES_PER_IMAGE must be >= 0, got {negatives_per_image}")
         self.in_features = list(in_features)
@@ -97,7 +97,7 @@ class PhraseGrounding(PromptLocalizer):
             "in_features": list(section.IN_FEATURES),
             "embed_dim": section.EMBED_DIM,
             "negatives_per_image": section.NEGATIVES_PER_IMAGE,
-            "phrase_granularities": list(section.PHRASE_GRANULARITIES),
+            "phrase_granularities": list(cfg.MODEL.PROMPTS.TRAIN_GRANULARITIES),
             "logit_bias_init": section.LOGIT_BIAS_INIT,
         }
 

@@ -62,11 +62,10 @@ class PromptLocalizer(nn.Module):
     @classmethod
     def base_config(cls, cfg) -> Dict:
         """Constructor arguments of the base class, from cfg."""
-        maps = cfg.MODEL.LOCALIZATION_MAPS
         return {
             **image_text_config(cfg),
-            "prompt_granularity": maps.PROMPT_GRANULARITY,
-            "prompt_template": maps.PROMPT_TEMPLATE,
+            "prompt_granularity": cfg.MODEL.PROMPTS.GRANULARITY,
+            "prompt_template": cfg.MODEL.PROMPTS.TEMPLATE,
             "map_settings": MapSettings.from_config(cfg),
             "seed": cfg.SEED,
         }
@@ -93,7 +92,7 @@ class PromptLocalizer(nn.Module):
         self._vocabulary = list(self.training_class_names)
 
     def prompt(self, finding: str, granularity: str = "") -> str:
-        """The prompt of one finding at `granularity` ("" = cfg.MODEL.LOCALIZATION_MAPS.PROMPT_GRANULARITY)."""
+        """The prompt of one finding at `granularity` ("" = cfg.MODEL.PROMPTS.GRANULARITY)."""
         return finding_prompts([finding], granularity or self.prompt_granularity, self.prompt_template)[0]
 
     def preprocess_image(self, batched_inputs: List[dict]) -> ImageList:

@@ -7,10 +7,10 @@ query and of the supports (zero rows where an image has fewer than N proposals):
     S[a, b] = sum_k q[a, k] * s[b, k] * w[k]            (N x (G-1)N; w: text guidance, below)
     weights = softmax_a( fc2(relu(fc1(S[a, :]))) )       (over the query's N proposals)
     prototype = sum_a weights[a] * query_feature[a]      (unnormalised text-space features)
-    loss = BCE-with-logits(classifier(prototype), one-hot(finding)) x IMAGE_LOSS_WEIGHT
+    loss = BCE-with-logits(classifier(prototype), one-hot(finding)) x LOSS_WEIGHT
 
 Other findings present in the query image (its image labels) are left out of the BCE rather than pushed
-to 0 (MASK_OTHER_FINDINGS; CoDet's one-hot target treats them as negatives, wrong on multi-finding CXRs).
+to 0 (MODEL.CO_OCCURRENCE.MASK_OTHER_FINDINGS; CoDet's one-hot target treats them as negatives, wrong on multi-finding CXRs).
 
 Text guidance: w = |text embedding of the finding|, rescaled to mean 1 over the D dimensions; off: w = 1.
 
@@ -35,7 +35,7 @@ def check_concept_group_size(group_size: int) -> None:
             f"DATALOADER.CONCEPT_GROUP_SIZE = {group_size} leaves no support image: a concept group is one "
             "query and G - 1 supports, so the co-occurrence loss needs G >= 2 (the paper: 2, i.e. one "
             "support image, or 4 for three). Set it to 2 or more, or turn the branch off with "
-            "MODEL.ROI_BOX_HEAD.CO_OCCURRENCE_ON False."
+            "MODEL.CO_OCCURRENCE.ENABLED False."
         )
 
 
@@ -117,16 +117,16 @@ class CoOccurrenceHead(nn.Module):
     ):
         """
         Args:
-            num_proposals: N, the top proposals per image (WS_NUM_PROPS).
+            num_proposals: N, the top proposals per image (MODEL.CO_OCCURRENCE.NUM_PROPOSALS).
             group_size: G, images per concept group (>= 2).
             use_text_guidance: weight feature dimensions by the finding's text embedding.
-            loss_weight: IMAGE_LOSS_WEIGHT.
+            loss_weight: MODEL.CO_OCCURRENCE.LOSS_WEIGHT.
             mask_other_findings: leave the query's other findings out of the BCE (else one-hot negatives).
         """
         super().__init__()
         check_concept_group_size(group_size)
         if num_proposals < 1:
-            raise ValueError(f"MODEL.ROI_BOX_HEAD.WS_NUM_PROPS = {num_proposals} must be >= 1")
+            raise ValueError(f"MODEL.CO_OCCURRENCE.NUM_PROPOSALS = {num_proposals} must be >= 1")
         self.num_proposals = int(num_proposals)
         self.group_size = int(group_size)
         self.use_text_guidance = bool(use_text_guidance)
@@ -184,7 +184,7 @@ class CoOccurrenceHead(nn.Module):
         return per_class.sum(dim=-1) * valid.any(dim=-1).to(per_class.dtype)
 
     def forward(self, features, valid, concept_ids, classifier, other_findings=None):
-        """The co-occurrence loss (a scalar, already x IMAGE_LOSS_WEIGHT): `per_query_losses` averaged over
+        """The co-occurrence loss (a scalar, already x the loss weight): `per_query_losses` averaged over
         the queries that have proposals (arguments as there)."""
         per_query = self.per_query_losses(features, valid, concept_ids, classifier, other_findings)
         has_proposals = valid.any(dim=-1).to(per_query.dtype)  # B x G
