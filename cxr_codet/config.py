@@ -3,10 +3,13 @@ they replace, and `build_cfg`, the one way a run's config is built.
 
 `add_cxr_codet_config(cfg)` declares the keys on a fresh `get_cfg()`; `build_cfg(file, overrides)` merges a YAML
 file and KEY VALUE overrides on top, reading a deprecated key name (DEPRECATED_KEYS) as its new one with one log
-line. Sections are grouped by the part of the package that reads them.
+line, and resolves SEED -1 into the random seed the whole run then uses. Sections are grouped by the part of the
+package that reads them.
 """
+import difflib
 import logging
-from typing import Dict, List, Sequence
+import secrets
+from typing import Dict, Iterable, List, Sequence
 
 import torch
 from detectron2.config import CfgNode as CN
@@ -101,16 +104,52 @@ def default_cfg() -> CfgNode:
 def build_cfg(config_file, opts=(), cpu=False):
     """The frozen config from defaults, cxr-codet's keys, the YAML file and trailing KEY VALUE overrides.
 
-    A misspelt key in the file or the overrides fails here with detectron2's "Non-existent config
-    key" error naming it. The model runs on CPU when `cpu` is set or CUDA is absent.
+    A misspelt key in the file or the overrides fails here with yacs' "Non-existent (config) key" error naming it
+    and the closest declared key. SEED -1 becomes a random seed, written into the config, so that every part of a
+    run (processes, samplers, models) draws from the one seed its config.yaml records. The model runs on CPU when
+    `cpu` is set or CUDA is absent.
     """
     cfg = default_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    try:
+        cfg.merge_from_file(config_file)
+        cfg.merge_from_list(list(opts))
+    except (KeyError, AssertionError) as error:
+        raise type(error)(with_closest_key(error, cfg)) from None
+    if cfg.SEED < 0:
+        cfg.SEED = secrets.randbelow(2**31)
+        logger.info("SEED -1: using the random seed %d (SEED %d repeats the run)", cfg.SEED, cfg.SEED)
     if cpu or not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     return cfg
+
+
+def config_keys(node, prefix: str = "") -> Iterable[str]:
+    """The dotted names of every key of a config."""
+    for name, value in node.items():
+        if isinstance(value, dict):
+            yield from config_keys(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def with_closest_key(error: Exception, cfg) -> str:
+    """yacs' message of a failed merge, plus the closest declared key when it names a non-existent one."""
+    message = error.args[0] if error.args else str(error)
+    if "Non-existent" in str(message):
+        key = str(message).rsplit(": ", 1)[-1].strip()
+        close = difflib.get_close_matches(key, list(config_keys(cfg)), n=1, cutoff=0.7)
+        if close:
+            message = f"{message}; did you mean {close[0]}?"
+    return message
+
+
+def run_seed(cfg) -> int:
+    """cfg.SEED of a config built by `build_cfg` (which resolves -1); a ValueError for a config still saying -1."""
+    if cfg.SEED < 0:
+        raise ValueError(f"SEED = {cfg.SEED} (a random seed) has not been drawn: build the config with "
+                         "cxr_codet.config.build_cfg, which draws it once for the whole run")
+    return int(cfg.SEED)
 
 
 def add_cxr_codet_config(cfg):
@@ -141,7 +180,7 @@ def _add_input_and_data_config(cfg):
     # Weak-label regime: fraction of the training images with findings that keep their boxes; the others keep
     # only image-level findings and captions ("box_supervised" False). 1.0: every box (see data/box_supervision.py).
     cfg.DATASETS.TRAIN_BOX_FRACTION = 1.0
-    # Seed of which images keep boxes (nested across fractions); -1: cfg.SEED (0 when SEED is -1 too).
+    # Seed of which images keep boxes (nested across fractions); -1: the run's SEED.
     cfg.DATASETS.TRAIN_BOX_SEED = -1
     # Leave the image-level-only images out of training (detectors without image-level losses, e.g. Faster R-CNN).
     cfg.DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY = False
@@ -260,6 +299,8 @@ def _add_co_occurrence_config(cfg):
     co.MASK_OTHER_FINDINGS = True
     # Weight of the co-occurrence (prototype BCE) loss, "loss_cooccurrence"; 0.1 is CoDet's (phantom configs: 0.01).
     co.LOSS_WEIGHT = 0.1
+    # Learning-rate multiplier of the branch's similarity MLP (CoDet and the paper: 0.1); nothing to scale when off.
+    co.LR_MULTIPLIER = 0.1
 
 
 def _add_localization_maps_config(cfg):
@@ -362,7 +403,8 @@ def _add_image_text_models_config(cfg):
 
 
 def _add_solver_config(cfg):
-    # Learning-rate multipliers by parameter-name substring, e.g. [["sim_mlp", 0.1]] (paper: 0.1 on the MLP).
+    # Learning-rate multipliers by parameter-name substring, e.g. [["backbone", 0.5]]; a module with its own
+    # multiplier key (MODEL.CO_OCCURRENCE.LR_MULTIPLIER) is scaled by that key only.
     cfg.SOLVER.LR_MULTIPLIERS = []
     # Optimizer: "SGD" (with SOLVER.MOMENTUM, NESTEROV) or "ADAMW" (decoupled decay of SOLVER.WEIGHT_DECAY*).
     cfg.SOLVER.OPTIMIZER = "SGD"

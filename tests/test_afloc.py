@@ -153,7 +153,7 @@ def test_training_reports_are_composed_from_findings(model):
     assert report in {compose_report(["Cardiomegaly", "Pleural effusion"], g) for g in ("elaborate", "unelaborate")}
     assert model.training_report({"report": "FINDINGS: Small nodule.", "image_labels": [8]}) == (
         "FINDINGS: Small nodule.", ("report", "FINDINGS: Small nodule."))
-    with pytest.raises(ValueError, match="neither 'image_labels' nor 'instances'"):
+    with pytest.raises(ValueError, match="'a.png' has neither 'image_labels', 'annotations' nor 'instances'"):
         model.training_report({"file_name": "a.png"})
     with pytest.raises(ValueError, match=r"finding ids \[20\] outside 0..13"):
         model.training_report({"file_name": "a.png", "image_labels": [20]})

@@ -17,10 +17,11 @@ from cxr_codet import add_cxr_codet_config
 from cxr_codet.data.box_supervision import apply_box_fraction, boxed_positions, split_box_supervision
 from cxr_codet.data.build import build_cxr_train_loader
 from cxr_codet.data.datasets.coco_cxr import register_cxr_coco
-from cxr_codet.data.samplers import NO_CONCEPT, ConceptGroupSampler, groups_per_batch
+from cxr_codet.data.concept_groups import NO_CONCEPT, groups_per_batch
+from cxr_codet.data.samplers import ConceptGroupSampler
 from cxr_codet.config import build_cfg
 from cxr_codet.studies.spec import load_study
-from cxr_codet.engine.trainer import check_image_level_only_support
+from cxr_codet.engine.startup import check_image_level_only_support
 
 BOX_LOSSES = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg")
 
@@ -42,6 +43,7 @@ def _records(num_with_findings=40, num_normal=10):
 def _cfg(**data):
     cfg = get_cfg()
     add_cxr_codet_config(cfg)
+    cfg.SEED = 0
     for key, value in data.items():
         setattr(cfg.DATASETS, key, value)
     return cfg
@@ -162,17 +164,18 @@ def test_registered_coco_dataset_trains_with_a_box_fraction(tmp_path, caplog):
     assert all(item["box_supervised"] and item["annotations"] for item in batch[4:])
 
 
-class _BoxOnlyModel(torch.nn.Module):
-    pass
-
-
-def test_trainer_refuses_image_level_only_images_for_a_box_only_detector(tmp_path):
+def test_start_up_refuses_image_level_only_images_for_a_box_only_detector():
     cfg = _cfg(TRAIN_BOX_FRACTION=0.5)
-    with pytest.raises(ValueError, match="TRAIN_DROP_IMAGE_LEVEL_ONLY True.*or use MODEL.META_ARCHITECTURE 'CXRCoDet'"):
-        check_image_level_only_support(cfg, _BoxOnlyModel())
-    check_image_level_only_support(cfg, tiny_model(tmp_path))
+    assert cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"  # Faster R-CNN
+    with pytest.raises(ValueError, match="which GeneralizedRCNN would train on as if they had no lesion; set "
+                                         "DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY True.*or use MODEL.META_ARCHITECTURE "
+                                         "'CXRCoDet'"):
+        check_image_level_only_support(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "CXRCoDet"
+    check_image_level_only_support(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     cfg.DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY = True
-    check_image_level_only_support(cfg, _BoxOnlyModel())
+    check_image_level_only_support(cfg)
 
 
 def _image_level_only(item):

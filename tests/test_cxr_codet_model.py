@@ -19,10 +19,10 @@ from tiny_cxr_codet import (
 
 from cxr_codet import add_cxr_codet_config
 from cxr_codet.data.classes import VINDR_CXR_CLASSES
-from cxr_codet.engine.optimizer import build_optimizer
+from cxr_codet.engine.optimizer import build_optimizer, module_lr_multipliers
 from cxr_codet.modeling.input_normalization import check_input_normalization, expected_input_normalization
 from cxr_codet.modeling.roi_heads.classifier import OpenVocabularyClassifier
-from cxr_codet.modeling.meta_arch import concept_groups_from_batch
+from cxr_codet.data.concept_groups import concept_groups_from_batch
 from cxr_codet.modeling.roi_heads.open_vocab_fast_rcnn import sigmoid_classification_loss
 from cxr_codet.modeling.roi_heads.co_occurrence_head import CoOccurrenceHead, group_similarity, text_guidance_weights
 from cxr_codet.modeling.text import build_class_embeddings
@@ -237,12 +237,12 @@ def test_group_size_one_is_refused_when_the_model_is_built(tmp_path):
         tiny_model(tmp_path, group_size=1)
 
 
-def test_lr_multiplier_substring_hits_exactly_the_two_mlp_layers(tmp_path):
+def test_co_occurrence_lr_multiplier_hits_exactly_the_two_mlp_layers(tmp_path):
     cfg = tiny_cfg(tmp_path)
     model = build_model(cfg)
-    hits = [name for name, _ in model.named_parameters() if cfg.SOLVER.LR_MULTIPLIERS[0][0] in name]
-    assert sorted(hits) == [f"roi_heads.co_occurrence.sim_mlp.{layer}.{kind}"
-                            for layer in ("fc1", "fc2") for kind in ("bias", "weight")]
+    assert cfg.MODEL.CO_OCCURRENCE.LR_MULTIPLIER == 0.1 and model.roi_heads.co_occurrence.lr_multiplier == 0.1
+    assert sorted(module_lr_multipliers(model)) == [f"roi_heads.co_occurrence.sim_mlp.{layer}.{kind}"
+                                                    for layer in ("fc1", "fc2") for kind in ("bias", "weight")]
     optimizer = build_optimizer(cfg, model)
     mlp_params = {id(p) for p in model.roi_heads.co_occurrence.parameters()}
     for group in optimizer.param_groups:
@@ -396,7 +396,7 @@ def test_paper_config_is_the_paper_setting():
     cfg = _load(PAPER_CONFIG)
     assert cfg.MODEL.META_ARCHITECTURE == "CXRCoDet" and cfg.MODEL.ROI_HEADS.NAME == "CXRCoDetRes5ROIHeads"
     assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS)) == (32, 90000, (60000, 80000))
-    assert cfg.SOLVER.BASE_LR == 0.001 and cfg.SOLVER.LR_MULTIPLIERS == [["sim_mlp", 0.1]]
+    assert cfg.SOLVER.BASE_LR == 0.001 and cfg.MODEL.CO_OCCURRENCE.LR_MULTIPLIER == 0.1 and not cfg.SOLVER.LR_MULTIPLIERS
     assert cfg.DATALOADER.CONCEPT_GROUP_SIZE == 2 and cfg.MODEL.CO_OCCURRENCE.NUM_PROPOSALS == 32
     assert cfg.MODEL.TEXT_ENCODER.NAME.endswith("BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")
     assert cfg.MODEL.PROMPTS.GRANULARITY == "elaborate"

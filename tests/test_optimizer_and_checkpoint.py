@@ -47,6 +47,23 @@ def test_lr_multiplier_hits_only_matching_parameters():
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(net.parameters()))
 
 
+class _NetWithOwnFactor(_Net):
+    def __init__(self):
+        super().__init__()
+        self.sim_mlp.lr_multiplier = 0.5  # as CoOccurrenceHead carries MODEL.CO_OCCURRENCE.LR_MULTIPLIER
+
+
+def test_a_module_s_own_lr_multiplier_scales_its_parameters_and_excludes_solver_entries():
+    net = _NetWithOwnFactor()
+    opt = build_optimizer(_cfg(LR_MULTIPLIERS=[["backbone", 0.2]]), net)
+    assert _lr_of(opt, net.sim_mlp[0].weight)[0] == pytest.approx(0.05)
+    assert _lr_of(opt, net.sim_mlp[2].bias)[0] == pytest.approx(0.05)
+    assert _lr_of(opt, net.backbone.weight)[0] == pytest.approx(0.02)
+    with pytest.raises(ValueError, match=r"SOLVER.LR_MULTIPLIERS entry 'sim_mlp' matches sim_mlp.0.weight, whose "
+                                         r"module sim_mlp sets its own LR multiplier \(0.5"):
+        build_optimizer(_cfg(LR_MULTIPLIERS=[["sim_mlp", 0.1]]), _NetWithOwnFactor())
+
+
 def test_lr_multiplier_that_matches_nothing_is_an_error():
     with pytest.raises(ValueError, match=r"\['sim_mpl'\] match no trainable parameter"):
         build_optimizer(_cfg(LR_MULTIPLIERS=[["sim_mpl", 0.1]]), _Net())

@@ -1,6 +1,6 @@
 """Progression detection: Poincare-ball operations against closed forms, the Euclidean ablation, the per-region
 metrics on hand-counted cases, the phantom pair generator, the image-pair mapper, and ProgressionDetector on the
-tiny phantom pairs (losses, inference, the test-time mapping, a train + evaluate run through CXRTrainer)."""
+tiny phantom pairs (losses, inference, the data layer's pair mapping, a train + evaluate run through CXRTrainer)."""
 import math
 
 import numpy as np
@@ -10,10 +10,11 @@ from conftest import TINY_SIZE, tiny_phantom_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 
-from cxr_codet.data.build import build_cxr_test_loader, build_cxr_train_loader
+from cxr_codet.data.build import build_cxr_test_loader, build_cxr_train_loader, build_mapper
 from cxr_codet.data.datasets.imagenome import PROGRESSION_LABELS
 from cxr_codet.data.datasets.phantom_pairs import REGION_NAMES, render_phantom_pair
 from cxr_codet.data.image_pairs import ImagePairMapper
+from cxr_codet.data.mapper import CXRDatasetMapper
 from cxr_codet.engine.trainer import CXRTrainer
 from cxr_codet.evaluation import read_eval_results
 from cxr_codet.evaluation.progression_evaluation import (
@@ -229,29 +230,35 @@ def test_training_losses_are_finite_and_reach_every_part(train_batch, geometry):
     assert not any(name.startswith("text.") for name in model.state_dict())
 
 
-def test_training_needs_the_pair_loader():
+def test_the_model_refuses_single_image_inputs_in_training_and_at_inference():
     model = build_model(progression_cfg())
-    model.train()
-    single = next(iter(build_cxr_test_loader(progression_cfg(), "cxr_phantom_pairs_tiny_val")))
-    with pytest.raises(ValueError, match="PairTrainingSampler"):
-        model(single)
+    single = CXRDatasetMapper(progression_cfg(), is_train=False)(DatasetCatalog.get("cxr_phantom_pairs_tiny_val")[0])
+    for training in (True, False):
+        model.train(training)
+        with pytest.raises(ValueError, match="has no 'prior_image': use a comparison dataset .*metadata mapper "
+                                             "'image_pair'"):
+            model([single])
 
 
-def test_inference_maps_single_image_inputs_as_pairs():
+def test_the_data_layer_maps_pair_datasets_as_pairs_for_training_and_test():
     torch.manual_seed(0)
     cfg = progression_cfg()
+    assert MetadataCatalog.get("cxr_phantom_pairs_tiny_val").mapper == "image_pair"
+    assert isinstance(build_mapper(cfg, ["cxr_phantom_pairs_tiny_train"], is_train=True), ImagePairMapper)
     model = build_model(cfg).eval()
-    single = next(iter(build_cxr_test_loader(cfg, "cxr_phantom_pairs_tiny_val")))
-    assert "prior_image" not in single[0]
+    loaded = next(iter(build_cxr_test_loader(cfg, "cxr_phantom_pairs_tiny_val")))
+    assert "prior_image" in loaded[0] and "prior_boxes" in loaded[0]
     record = DatasetCatalog.get("cxr_phantom_pairs_tiny_val")[0]
     with torch.no_grad():
-        from_single = model(single)[0]["progression"]
+        from_loader = model(loaded)[0]["progression"]
         from_pair = model([ImagePairMapper(cfg, is_train=False)(record)])[0]["progression"]
-    assert from_single["regions"] == [r["name"] for r in record["regions"]]
-    assert from_single["labels"] == list(PROGRESSION_LABELS)
-    assert from_single["scores"].shape == (len(record["regions"]), 3)
-    torch.testing.assert_close(from_single["scores"].sum(dim=1), torch.ones(len(record["regions"])))
-    torch.testing.assert_close(from_single["scores"], from_pair["scores"])
+    assert from_loader["regions"] == [r["name"] for r in record["regions"]]
+    assert from_loader["labels"] == list(PROGRESSION_LABELS)
+    assert from_loader["scores"].shape == (len(record["regions"]), 3)
+    torch.testing.assert_close(from_loader["scores"].sum(dim=1), torch.ones(len(record["regions"])))
+    torch.testing.assert_close(from_loader["scores"], from_pair["scores"])
+    batch = next(iter(build_cxr_train_loader(cfg)))
+    assert all("prior_image" in item and "progression_labels" in item for item in batch)
 
 
 @pytest.mark.slow

@@ -14,12 +14,8 @@ from cxr_codet.data.build import (
     ConceptTaggedDataset,
     build_cxr_train_loader,
 )
-from cxr_codet.data.samplers import (
-    NO_CONCEPT,
-    ConceptGroupSampler,
-    check_concept_group_config,
-    groups_per_batch,
-)
+from cxr_codet.data.concept_groups import NO_CONCEPT, groups_per_batch
+from cxr_codet.data.samplers import ConceptGroupSampler, check_concept_group_layout
 
 
 def make_record(index, labels, width=100, height=120):
@@ -200,15 +196,20 @@ def test_labels_fall_back_to_annotations_when_image_labels_are_absent():
         assert a % 2 == b % 2 == concept
 
 
-def test_check_concept_group_config_reads_cfg():
+def test_check_concept_group_layout_reads_cfg():
     cfg = get_cfg()
     add_cxr_codet_config(cfg)
     cfg.SOLVER.IMS_PER_BATCH = 32
-    assert check_concept_group_config(cfg, world_size=1) == 16
+    assert check_concept_group_layout(cfg, world_size=1) == 16
+    assert check_concept_group_layout(cfg, world_size=2) == 8
     assert groups_per_batch(32, 2, 4, 0) == 4
+    cfg.DATALOADER.CONCEPT_SAMPLING = "often"
+    with pytest.raises(ValueError, match="CONCEPT_SAMPLING = 'often' is unknown"):
+        check_concept_group_layout(cfg, world_size=1)
+    cfg.DATALOADER.CONCEPT_SAMPLING = "uniform"
     cfg.DATALOADER.CONCEPT_GROUP_SIZE = 1
     with pytest.raises(ValueError, match="leaves no support image"):
-        check_concept_group_config(cfg, world_size=1)
+        check_concept_group_layout(cfg, world_size=1)
 
 
 def test_tagged_dataset_never_mutates_the_shared_dicts():

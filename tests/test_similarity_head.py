@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from cxr_codet.data.concept_groups import check_group_size
 from cxr_codet.modeling.roi_heads.classifier import OpenVocabularyClassifier
 from cxr_codet.modeling.roi_heads.co_occurrence_head import (
     CoOccurrenceHead,
     SimilarityMLP,
-    check_concept_group_size,
     group_similarity,
     support_indices,
     text_guidance_weights,
@@ -218,7 +218,7 @@ def test_similarity_mlp_initialisation_follows_codet():
 @pytest.mark.parametrize("group_size", [0, 1])
 def test_group_without_support_image_is_refused(group_size):
     with pytest.raises(ValueError, match="CONCEPT_GROUP_SIZE = .* leaves no support image"):
-        check_concept_group_size(group_size)
+        check_group_size(group_size)
     with pytest.raises(ValueError, match="leaves no support image"):
         CoOccurrenceHead(num_proposals=32, group_size=group_size)
 

@@ -150,7 +150,7 @@ def test_cxr_codet_trains_with_concept_groups_and_evaluates(tmp_path):
     metrics = [m for m in _metrics(tmp_path) if "total_loss" in m]
     assert [m["iteration"] for m in metrics] == [0, 1, 2]
     assert all(0 < m["loss_cooccurrence"] < float("inf") for m in metrics)
-    assert "LR x0.1 for 4 parameter tensors matching 'sim_mlp'" in log
+    assert "LR x0.1 for 4 parameter tensors of roi_heads.co_occurrence (its lr_multiplier)" in log
     results = json.loads((tmp_path / "eval_results.json").read_text())
     assert "AP50" in results["cxr_phantom_tiny_val"]["bbox"]
 

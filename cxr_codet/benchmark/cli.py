@@ -10,6 +10,7 @@ import torch
 from detectron2.utils.logger import setup_logger
 
 from ..config import build_cfg
+from ..engine.startup import check_run_config
 from .report import format_table, machine_info, summarize
 from .runner import run_benchmarks
 from .tasks import BENCHMARK_TASKS, BenchmarkSettings
@@ -59,6 +60,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     if args.compare_config:
         files["B"] = args.compare_config
     configs = {label: build_cfg(path, args.opts, cpu=args.cpu) for label, path in files.items()}
+    for cfg in configs.values():
+        check_run_config(cfg, training=bool(set(args.task) - {"eval"}))
     rounds = args.rounds or (3 if len(files) == 2 else 1)
     settings = BenchmarkSettings(args.iterations, args.warmup, args.cached_batches, rounds)
     results = run_benchmarks(configs, args.task, settings)

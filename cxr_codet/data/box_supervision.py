@@ -14,9 +14,17 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .samplers import BOX_SUPERVISED, image_concepts
+from ..config import run_seed
+from .concept_groups import image_labels
 
 logger = logging.getLogger(__name__)
+
+BOX_SUPERVISED = "box_supervised"  # a record's (and mapped input's) flag: False on image-level-only images
+
+
+def is_box_supervised(record: dict) -> bool:
+    """False only for images marked image-level-only (see the module doc); without the key, True."""
+    return bool(record.get(BOX_SUPERVISED, True))
 
 
 @dataclass
@@ -52,7 +60,7 @@ def _check_fraction(fraction: float) -> float:
 def boxed_positions(dataset_dicts: Sequence[dict], fraction: float, seed: int) -> Tuple[List[int], List[int]]:
     """(positions of images with findings that keep boxes, positions that become image-level-only)."""
     fraction = _check_fraction(fraction)
-    with_findings = [i for i, record in enumerate(dataset_dicts) if image_concepts(record)]
+    with_findings = [i for i, record in enumerate(dataset_dicts) if image_labels(record)]
     num_boxed = int(np.floor(fraction * len(with_findings) + 0.5))
     order = np.random.default_rng([int(seed), 0xB0C5]).permutation(len(with_findings))
     boxed = sorted(with_findings[i] for i in order[:num_boxed])
@@ -73,7 +81,7 @@ def split_box_supervision(
     out: List[dict] = []
     with_boxes: Dict[int, int] = {}
     for position, record in enumerate(dataset_dicts):
-        concepts = image_concepts(record)
+        concepts = image_labels(record)
         record = dict(record, image_labels=concepts)
         if not concepts:
             summary.no_finding += 1
@@ -88,7 +96,7 @@ def split_box_supervision(
             for concept in concepts:
                 with_boxes[concept] = with_boxes.get(concept, 0) + 1
         out.append(record)
-    present = {c for record in dataset_dicts for c in image_concepts(record)}
+    present = {c for record in dataset_dicts for c in image_labels(record)}
     summary.findings_without_boxes = sorted(present - set(with_boxes))
     return out, summary
 
@@ -103,7 +111,7 @@ def apply_box_fraction(cfg, dataset_dicts: Sequence[dict]) -> List[dict]:
         return list(dataset_dicts)
     seed = cfg.DATASETS.TRAIN_BOX_SEED
     if seed < 0:
-        seed = max(cfg.SEED, 0)
+        seed = run_seed(cfg)
     drop = cfg.DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY
     records, summary = split_box_supervision(dataset_dicts, fraction, seed, drop)
     logger.info(summary.describe(fraction, seed))

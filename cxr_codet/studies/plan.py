@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from ..config import build_cfg
+from ..engine.startup import check_run_config
 from ..evaluation.results_io import EVAL_RESULTS_FILENAME
 from .layout import EVAL_ON_PREFIX, FINAL_WEIGHTS, run_dir, run_state
 from .spec import Study, StudyError, StudyRow, select_rows, selected_runs
@@ -35,14 +36,16 @@ def train_command(study: Study, row: StudyRow, seed: int, output_dir: Path, stat
     return tuple(command)
 
 
-def check_configs(study: Study, rows: Sequence[StudyRow]) -> dict:
-    """Build each row's config with all its overrides (catches misspelt keys and bad values before any
-    training); returns {row name: SOLVER.MAX_ITER}."""
+def check_configs(study: Study, rows: Sequence[StudyRow], world_size: int = 1) -> dict:
+    """Build each row's config with all its overrides and make a run's start-up checks on it (catches misspelt
+    keys, bad values and batch layouts that cannot train before any training); returns {row name:
+    SOLVER.MAX_ITER}."""
     max_iter = {}
     for row in rows:
         opts = ["OUTPUT_DIR", "study_check", "SEED", str(study.seeds[0]), *study.overrides, *row.overrides]
         try:
             cfg = build_cfg(row.config, opts)
+            check_run_config(cfg, training=True, world_size=world_size)
         except Exception as error:  # detectron2 raises KeyError, ValueError, AssertionError, ...
             raise StudyError(f"{study.path}: row {row.name!r} ({row.config}): {type(error).__name__}: "
                              f"{error}") from None
@@ -58,7 +61,7 @@ def plan_runs(study: Study, output_root, train_script, only=None, num_gpus=None,
     """Every run of the selected rows and seeds, row-major, with its state and command."""
     rows = select_rows(study, only)
     runs = selected_runs(study, rows, seeds)
-    max_iter = check_configs(study, rows)
+    max_iter = check_configs(study, rows, world_size=num_gpus or 1)
     plan = []
     for row, seed in runs:
         output_dir = run_dir(output_root, study, row, seed)

@@ -2,7 +2,6 @@
 AFLoc and PhraseGrounding (on the PromptLocalizer base), the image-report ContrastiveClassifier and the
 image-pair ProgressionDetector."""
 from .afloc import AFLoc
-from .concept_groups import ConceptGroups, concept_groups_from_batch
 from .contrastive_classifier import ABNORMAL, ContrastiveClassifier
 from .cxr_codet import CXRCoDet
 from .grounding import PhraseGrounding
@@ -13,10 +12,8 @@ __all__ = [
     "ABNORMAL",
     "AFLoc",
     "CXRCoDet",
-    "ConceptGroups",
     "ContrastiveClassifier",
     "PhraseGrounding",
     "ProgressionDetector",
     "PromptLocalizer",
-    "concept_groups_from_batch",
 ]

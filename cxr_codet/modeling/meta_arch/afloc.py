@@ -22,8 +22,9 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
+from ...data.concept_groups import image_labels
 from ...data.descriptions import check_granularity_list, compose_report
-from .image_text import image_labels, positives_by_key
+from .image_text import positives_by_key
 from .prompt_localizer import PromptLocalizer
 from ..localization.matching import (
     AGGREGATIONS,

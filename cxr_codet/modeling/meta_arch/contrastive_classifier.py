@@ -30,8 +30,10 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 from torch.nn import functional as F
 
+from ...config import run_seed
+from ...data.concept_groups import image_labels
 from ...data.descriptions import check_granularity_list, compose_report
-from .image_text import image_labels, image_text_config, positives_by_key
+from .image_text import image_text_config, positives_by_key
 from ..localization.maps import MapSettings, grid_to_heatmaps, normalized_heatmaps
 from ..localization.matching import symmetric_contrastive_loss
 from ..text.frozen_features import FrozenTextFeatures
@@ -81,7 +83,7 @@ class ContrastiveClassifier(nn.Module):
                  embed_dim: int = 128, temperature: float = 0.1, pretrain_iters: int = 0,
                  report_granularities: Sequence[str] = ("elaborate", "unelaborate"), head_text: str = "retrieved",
                  hidden_dims: Sequence[int] = (512, 512), per_finding: bool = True, image_projection_norm: str = "",
-                 gradcam_layer: Optional[str] = None, seed: int = -1):
+                 gradcam_layer: Optional[str] = None, seed: int = 0):
         """
         Args:
             backbone: a detectron2 backbone; its output `in_feature` is average-pooled into the image vector.
@@ -98,7 +100,7 @@ class ContrastiveClassifier(nn.Module):
             per_finding: add one output per training finding to "abnormal".
             image_projection_norm: a PROJECTION_NORMS name, the norm after the image projection.
             gradcam_layer: module name whose Grad-CAM maps inference returns; None: no maps.
-            seed: seed of the report granularity draws (>= 0), or -1 for a random seed.
+            seed: seed of the report granularity draws (the run's SEED).
         """
         super().__init__()
         shapes = backbone.output_shape()
@@ -123,7 +125,7 @@ class ContrastiveClassifier(nn.Module):
         self.report_granularities = list(report_granularities)
         self.head_text = head_text
         self.output_labels = [ABNORMAL] + (self.class_names if per_finding else [])
-        self.rng = random.Random(seed if seed >= 0 else None)
+        self.rng = random.Random(seed)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         self.image_projection = nn.Sequential(nn.Linear(shapes[in_feature].channels, embed_dim),
@@ -150,7 +152,7 @@ class ContrastiveClassifier(nn.Module):
             "per_finding": section.PER_FINDING,
             "image_projection_norm": section.IMAGE_PROJECTION_NORM,
             "gradcam_layer": section.GRADCAM.TARGET_LAYER if section.GRADCAM.ENABLED else None,
-            "seed": cfg.SEED,
+            "seed": run_seed(cfg),
         }
 
     @property

@@ -21,8 +21,8 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
+from ...data.concept_groups import image_labels
 from ...data.descriptions import check_granularity_list
-from .image_text import image_labels
 from .prompt_localizer import PromptLocalizer
 
 

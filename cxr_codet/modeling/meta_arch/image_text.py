@@ -1,7 +1,6 @@
 """Helpers shared by the image-text meta-architectures (AFLoc, PhraseGrounding, ContrastiveClassifier): their
-common constructor arguments, the findings of a training input, and which images of a batch are positives of each
-other."""
-from typing import Dict, List, Sequence
+common constructor arguments and which images of a batch are positives of each other."""
+from typing import Dict, Sequence
 
 import torch
 from detectron2.modeling import build_backbone
@@ -9,21 +8,6 @@ from detectron2.modeling import build_backbone
 from ..text.frozen_features import FrozenTextFeatures
 from ..text import build_text_encoder
 from ..vocabulary import training_class_names
-
-
-def image_labels(record: dict, num_classes: int) -> List[int]:
-    """Sorted finding ids of one input: its "image_labels", else the classes of its "instances"."""
-    if "image_labels" in record:
-        labels = sorted({int(label) for label in record["image_labels"]})
-    elif "instances" in record:
-        labels = sorted({int(label) for label in record["instances"].gt_classes.tolist()})
-    else:
-        raise ValueError(f"input {record.get('file_name', '?')!r} has neither 'image_labels' nor 'instances': "
-                         "the side heads need the image's findings to train")
-    bad = [label for label in labels if not 0 <= label < num_classes]
-    if bad:
-        raise ValueError(f"input {record.get('file_name', '?')!r} has finding ids {bad} outside 0..{num_classes - 1}")
-    return labels
 
 
 def image_text_config(cfg) -> Dict:

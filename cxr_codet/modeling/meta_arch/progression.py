@@ -30,7 +30,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...data.datasets.imagenome import PROGRESSION_LABELS
-from ...data.image_pairs import ImagePairMapper
 from ..localization.matching import symmetric_contrastive_loss
 from ..text.frozen_features import FrozenTextFeatures
 from ..text import build_text_encoder
@@ -45,7 +44,7 @@ class ProgressionDetector(nn.Module):
 
     @configurable
     def __init__(self, *, backbone: nn.Module, text_features: FrozenTextFeatures, pixel_mean: Sequence[float],
-                 pixel_std: Sequence[float], test_mapper: ImagePairMapper, in_feature: str = "res4",
+                 pixel_std: Sequence[float], in_feature: str = "res4",
                  pooler_resolution: int = 4, hidden_dim: int = 256, embed_dim: int = 64, geometry: str = "poincare",
                  curvature: float = 1.0, clip_radius: float = 2.0, temperature: float = 0.1,
                  align_loss_weight: float = 0.5, text_loss_weight: float = 0.5):
@@ -54,7 +53,6 @@ class ProgressionDetector(nn.Module):
             backbone: a detectron2 backbone; its output `in_feature` is ROI-aligned per region.
             text_features: the frozen text encoder (region descriptions), kept out of the module tree.
             pixel_mean, pixel_std: input normalisation, per channel.
-            test_mapper: maps inputs that arrive without "prior_image" at inference (see cxr_codet/data/image_pairs.py).
             pooler_resolution: side of the ROI-aligned grid per region.
             hidden_dim, embed_dim: widths of the region and classifier MLPs and of the embedding.
             geometry, curvature, clip_radius: see hyperbolic.py.
@@ -71,7 +69,6 @@ class ProgressionDetector(nn.Module):
                              f"{temperature}, {align_loss_weight}, {text_loss_weight}")
         self.backbone = backbone
         self.text = text_features
-        self.test_mapper = test_mapper
         self.in_feature = in_feature
         self.geometry = build_geometry(geometry, curvature, clip_radius)
         self.temperature = float(temperature)
@@ -96,7 +93,6 @@ class ProgressionDetector(nn.Module):
             "text_features": FrozenTextFeatures(build_text_encoder(cfg)),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
-            "test_mapper": ImagePairMapper(cfg, is_train=False),
             "in_feature": section.IN_FEATURE,
             "pooler_resolution": section.POOLER_RESOLUTION,
             "hidden_dim": section.HIDDEN_DIM,
@@ -113,15 +109,15 @@ class ProgressionDetector(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    def pair_inputs(self, batched_inputs: List[dict]) -> List[dict]:
-        """The inputs with both images mapped. Training needs them from the loader ("PairTrainingSampler");
-        at inference, inputs from the single-image test mapper are mapped again with the pair test mapper."""
-        if all("prior_image" in x for x in batched_inputs):
-            return batched_inputs
-        if self.training:
-            raise ValueError("ProgressionDetector trains on image pairs: set DATALOADER.SAMPLER_TRAIN "
-                             "'PairTrainingSampler' so both images and their region boxes are loaded")
-        return [x if "prior_image" in x else self.test_mapper(x) for x in batched_inputs]
+    @staticmethod
+    def check_pair_inputs(batched_inputs: List[dict]) -> None:
+        """Refuse inputs without both images: the data layer maps pair datasets (metadata mapper "image_pair",
+        cxr_codet/data/image_pairs.py) for training and test, and this model reads nothing from disk."""
+        single = [x.get("file_name", "?") for x in batched_inputs if "prior_image" not in x]
+        if single:
+            raise ValueError(f"ProgressionDetector reads image pairs, but input {single[0]!r} has no 'prior_image': "
+                             "use a comparison dataset (its metadata mapper 'image_pair' maps both images and their "
+                             "region boxes, e.g. cxr_phantom_pairs_train)")
 
     def _features(self, tensors: List[torch.Tensor]) -> torch.Tensor:
         """The backbone feature `in_feature` of a batch of uint8 images (normalised, padded)."""
@@ -147,7 +143,7 @@ class ProgressionDetector(nn.Module):
 
     def forward(self, batched_inputs: List[dict]):
         """Training: the three losses. Inference: per-region probabilities (see the module doc)."""
-        batched_inputs = self.pair_inputs(batched_inputs)
+        self.check_pair_inputs(batched_inputs)
         prior, current = self.region_points(batched_inputs)
         change, logits = self.change_logits(prior, current)
         if not self.training:

@@ -17,6 +17,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from .image_text import image_text_config
+from ...config import run_seed
 from ..localization.maps import (
     MapSettings,
     bias_merged_grid_maps,
@@ -35,7 +36,7 @@ class PromptLocalizer(nn.Module):
     def __init__(self, *, backbone: nn.Module, text_features: FrozenTextFeatures, class_names: Sequence[str],
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], prompt_granularity: str = "unelaborate",
                  prompt_template: str = "Findings suggesting {}.", map_settings: MapSettings = MapSettings(),
-                 seed: int = -1):
+                 seed: int = 0):
         """
         Args:
             backbone: a detectron2 backbone whose outputs the subclass reads.
@@ -44,7 +45,7 @@ class PromptLocalizer(nn.Module):
             pixel_mean, pixel_std: input normalisation, per channel.
             prompt_granularity, prompt_template: how findings become prompts (see `finding_prompts`).
             map_settings: how grid maps become heat maps and boxes.
-            seed: seed of the random choices made in training (>= 0), or -1 for a random seed.
+            seed: seed of the random choices made in training (the run's SEED).
         """
         super().__init__()
         self.backbone = backbone
@@ -53,7 +54,7 @@ class PromptLocalizer(nn.Module):
         self.prompt_granularity = prompt_granularity
         self.prompt_template = prompt_template
         self.map_settings = map_settings
-        self.rng = random.Random(seed if seed >= 0 else None)
+        self.rng = random.Random(seed)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         self._vocabulary = list(self.training_class_names)
@@ -67,7 +68,7 @@ class PromptLocalizer(nn.Module):
             "prompt_granularity": cfg.MODEL.PROMPTS.GRANULARITY,
             "prompt_template": cfg.MODEL.PROMPTS.TEMPLATE,
             "map_settings": MapSettings.from_config(cfg),
-            "seed": cfg.SEED,
+            "seed": run_seed(cfg),
         }
 
     @property

@@ -24,6 +24,7 @@ def build_co_occurrence_head(cfg) -> Optional[CoOccurrenceHead]:
         use_text_guidance=section.TEXT_GUIDANCE,
         loss_weight=section.LOSS_WEIGHT,
         mask_other_findings=section.MASK_OTHER_FINDINGS,
+        lr_multiplier=section.LR_MULTIPLIER,
     )
 
 

@@ -27,16 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-def check_concept_group_size(group_size: int) -> None:
-    """Refuse a concept group that leaves no support image (G < 2) with a message naming the key."""
-    if int(group_size) < 2:
-        raise ValueError(
-            f"DATALOADER.CONCEPT_GROUP_SIZE = {group_size} leaves no support image: a concept group is one "
-            "query and G - 1 supports, so the co-occurrence loss needs G >= 2 (the paper: 2, i.e. one "
-            "support image, or 4 for three). Set it to 2 or more, or turn the branch off with "
-            "MODEL.CO_OCCURRENCE.ENABLED False."
-        )
+from ...data.concept_groups import check_group_size
 
 
 def text_guidance_weights(
@@ -114,6 +105,7 @@ class CoOccurrenceHead(nn.Module):
         use_text_guidance: bool = True,
         loss_weight: float = 0.1,
         mask_other_findings: bool = True,
+        lr_multiplier: float = 1.0,
     ):
         """
         Args:
@@ -122,9 +114,13 @@ class CoOccurrenceHead(nn.Module):
             use_text_guidance: weight feature dimensions by the finding's text embedding.
             loss_weight: MODEL.CO_OCCURRENCE.LOSS_WEIGHT.
             mask_other_findings: leave the query's other findings out of the BCE (else one-hot negatives).
+            lr_multiplier: factor on the learning rate of the MLP (MODEL.CO_OCCURRENCE.LR_MULTIPLIER), which the
+                optimizer reads from this attribute.
         """
         super().__init__()
-        check_concept_group_size(group_size)
+        check_group_size(group_size)
+        if lr_multiplier <= 0:
+            raise ValueError(f"MODEL.CO_OCCURRENCE.LR_MULTIPLIER = {lr_multiplier} must be > 0")
         if num_proposals < 1:
             raise ValueError(f"MODEL.CO_OCCURRENCE.NUM_PROPOSALS = {num_proposals} must be >= 1")
         self.num_proposals = int(num_proposals)
@@ -132,6 +128,7 @@ class CoOccurrenceHead(nn.Module):
         self.use_text_guidance = bool(use_text_guidance)
         self.loss_weight = float(loss_weight)
         self.mask_other_findings = bool(mask_other_findings)
+        self.lr_multiplier = float(lr_multiplier)
         self.sim_mlp = SimilarityMLP(self.group_size - 1, self.num_proposals)
 
     def reset_parameters(self) -> None:
