@@ -102,7 +102,8 @@ def default_cfg() -> CfgNode:
 
 
 def build_cfg(config_file, opts=(), cpu=False):
-    """The frozen config from defaults, cxr-codet's keys, the YAML file and trailing KEY VALUE overrides.
+    """The frozen config from defaults, cxr-codet's keys, the YAML file (None: the defaults alone) and trailing
+    KEY VALUE overrides.
 
     A misspelt key in the file or the overrides fails here with yacs' "Non-existent (config) key" error naming it
     and the closest declared key. SEED -1 becomes a random seed, written into the config, so that every part of a
@@ -111,7 +112,8 @@ def build_cfg(config_file, opts=(), cpu=False):
     """
     cfg = default_cfg()
     try:
-        cfg.merge_from_file(config_file)
+        if config_file is not None:
+            cfg.merge_from_file(str(config_file))
         cfg.merge_from_list(list(opts))
     except (KeyError, AssertionError) as error:
         raise type(error)(with_closest_key(error, cfg)) from None

@@ -1,14 +1,13 @@
 """cxr_codet/config.py: every key declared once with its comment, and the deprecated key names read as their new
 ones (one deprecation line naming the new key), from config files and KEY VALUE overrides alike."""
 import logging
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO_ROOT
 
 from cxr_codet.config import DEPRECATED_KEYS, build_cfg, default_cfg
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG_LOGGER = "cxr_codet.config"
 
 # A value for every deprecated key that differs from the new key's default, so the test sees it arrive.
@@ -93,8 +92,11 @@ def test_one_file_chain_setting_both_names_differently_is_refused(tmp_path):
         build_cfg(str(tmp_path / "two_old.yaml"))
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")) + sorted((REPO / "studies").glob("*.yaml")),
-                         ids=lambda p: str(p.relative_to(REPO)))
+SHIPPED_FILES = sorted((REPO_ROOT / "configs").rglob("*.yaml")) + sorted((REPO_ROOT / "studies").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_FILES,
+                         ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_shipped_files_use_no_deprecated_key(path):
     text = path.read_text()
     leaves = {old.rsplit(".", 1)[1] for old in DEPRECATED_KEYS} - {"MASK_OTHER_FINDINGS"}  # kept under its new section

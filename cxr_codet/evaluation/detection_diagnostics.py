@@ -6,8 +6,10 @@ bucket holds (tools/detection_diagnostics.py over a run's coco_instances_results
 - Score saturation: the share of detections scored >= 0.999999, which tie and cannot be ranked.
 - Ground-truth boxes per bucket: an AP over a handful of boxes is noise, whatever its decimals.
 """
+import argparse
 import contextlib
 import io
+import json
 from typing import List, Sequence
 
 import numpy as np
@@ -17,6 +19,8 @@ from pycocotools.cocoeval import COCOeval
 from .size_buckets import load_detections, relative_size_buckets, with_relative_areas
 
 SATURATED_SCORE = 0.999999
+DESCRIPTION = ("Where a run loses AP: per size bucket (share of image area) AP50 / AP75 with and without classes, "
+               "the number of ground-truth boxes behind each bucket, and score saturation.")
 
 
 def _evaluate(coco_gt: COCO, coco_dt: COCO, area_ranges: Sequence, use_categories: bool) -> np.ndarray:
@@ -82,3 +86,19 @@ def format_diagnostics(result: dict) -> str:
         lines.append(f"| {bucket} | {entry['gt_boxes']} | {by_class['AP']:.1f} | {by_class['AP50']:.1f} | "
                      f"{by_class['AP75']:.1f} | {agnostic['AP50']:.1f} | {agnostic['AP75']:.1f} |")
     return "\n".join(lines)
+
+
+def main(argv=None):
+    """The command line of tools/detection_diagnostics.py: a markdown report per results file."""
+    parser = argparse.ArgumentParser(description=DESCRIPTION, epilog="example: tools/detection_diagnostics.py "
+                                     "datasets/cxr_phantom/v2_n200_s256_seed1/annotations.json "
+                                     "output/run/inference/cxr_phantom_val/coco_instances_results.json")
+    parser.add_argument("gt_json", help="the test set's COCO json")
+    parser.add_argument("results", nargs="+", help="coco_instances_results.json of one or more runs")
+    parser.add_argument("--relative-area-ranges", nargs=2, type=float, default=(0.01, 0.1),
+                        help="upper bounds of small and medium as shares of image area (TEST.RELATIVE_AREA_RANGES)")
+    args = parser.parse_args(argv)
+    for path in args.results:
+        with open(path, encoding="utf-8") as f:
+            detections = json.load(f)
+        print(f"## {path}\n\n{format_diagnostics(diagnose(args.gt_json, detections, args.relative_area_ranges))}\n")
