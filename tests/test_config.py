@@ -6,7 +6,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from cxr_codet.config import DEPRECATED_KEYS, build_cfg, default_cfg
+from cxr_codet.config import DEPRECATED_KEYS, build_cfg, default_cfg, run_seed
 
 CONFIG_LOGGER = "cxr_codet.config"
 
@@ -102,3 +102,23 @@ def test_shipped_files_use_no_deprecated_key(path):
     leaves = {old.rsplit(".", 1)[1] for old in DEPRECATED_KEYS} - {"MASK_OTHER_FINDINGS"}  # kept under its new section
     used = sorted(leaf for leaf in leaves if f"{leaf}:" in text or f".{leaf}," in text or f".{leaf}]" in text)
     assert used == [], f"{path.name} still uses deprecated key names {used}; their new names: DEPRECATED_KEYS"
+
+
+def test_build_cfg_draws_seed_minus_one_once_and_run_seed_reads_it():
+    drawn = build_cfg(None)
+    assert drawn.SEED >= 0 and run_seed(drawn) == drawn.SEED
+    assert build_cfg(None, ["SEED", 5]).SEED == 5
+    undrawn = default_cfg()
+    assert undrawn.SEED == -1
+    with pytest.raises(ValueError, match="SEED = -1 .* has not been drawn: build the config with "
+                                         "cxr_codet.config.build_cfg"):
+        run_seed(undrawn)
+
+
+def test_a_misspelt_key_names_the_closest_declared_one(tmp_path):
+    with pytest.raises(AssertionError, match="Non-existent key: MODEL.CO_OCCURRENCE.LOSS_WIEGHT; did you mean "
+                                             "MODEL.CO_OCCURRENCE.LOSS_WEIGHT"):
+        build_cfg(None, ["MODEL.CO_OCCURRENCE.LOSS_WIEGHT", 0.1])
+    (tmp_path / "typo.yaml").write_text("MODEL:\n  CO_OCCURRENCE:\n    NUM_PROPOSAL: 8\n")
+    with pytest.raises(KeyError, match="MODEL.CO_OCCURRENCE.NUM_PROPOSAL; did you mean MODEL.CO_OCCURRENCE.NUM_PROPOSALS"):
+        build_cfg(str(tmp_path / "typo.yaml"))

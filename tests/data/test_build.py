@@ -15,17 +15,20 @@ from PIL import Image
 from records import make_record
 from tiny_cxr_codet import progression_cfg
 
+from cxr_codet.data import build as build_module
 from cxr_codet.data.build import (
     TRAIN_LOADER_BUILDERS,
     ConceptTaggedDataset,
     build_cxr_test_loader,
     build_cxr_train_loader,
     build_mapper,
+    check_test_images,
 )
 from cxr_codet.data.concept_groups import NO_CONCEPT
 from cxr_codet.data.datasets.coco_cxr import register_cxr_coco
 from cxr_codet.data.datasets.imagenome import PROGRESSION_LABELS
 from cxr_codet.data.image_pairs import ImagePairMapper
+from cxr_codet.data.mapper import CXRDatasetMapper
 
 
 def test_tagged_dataset_never_mutates_the_shared_dicts():
@@ -152,3 +155,50 @@ def test_the_data_layer_maps_pair_datasets_as_pairs_for_training_and_test():
     torch.testing.assert_close(from_loader["scores"], from_pair["scores"])
     batch = next(iter(build_cxr_train_loader(cfg)))
     assert all("prior_image" in item and "progression_labels" in item for item in batch)
+
+
+def test_the_deprecated_pair_sampler_is_the_training_sampler_without_aspect_ratio_grouping(caplog):
+    cfg = progression_cfg("DATALOADER.SAMPLER_TRAIN", "PairTrainingSampler", "DATALOADER.ASPECT_RATIO_GROUPING", True)
+    with caplog.at_level(logging.WARNING, logger="cxr_codet.data.build"):
+        batch = next(iter(build_cxr_train_loader(cfg)))
+    assert "'PairTrainingSampler' is deprecated: use 'TrainingSampler' with DATALOADER.ASPECT_RATIO_GROUPING" in caplog.text
+    assert len(batch) == cfg.SOLVER.IMS_PER_BATCH and all("prior_image" in item for item in batch)
+
+
+def test_the_mapper_comes_from_the_metadata_and_must_agree(tiny_dataset):
+    name, _ = tiny_dataset
+    cfg = tiny_cfg(name)
+    assert isinstance(build_mapper(cfg, [name], is_train=True), CXRDatasetMapper)  # no metadata mapper: "cxr"
+    with pytest.raises(ValueError, match=r"need different mappers \{'.*': 'cxr', 'cxr_phantom_pairs_tiny_train': "
+                                         r"'image_pair'\}"):
+        build_mapper(cfg, [name, "cxr_phantom_pairs_tiny_train"], is_train=True)
+    DatasetCatalog.register("test_build_unknown_mapper", lambda: [])
+    MetadataCatalog.get("test_build_unknown_mapper").mapper = "video"
+    try:
+        with pytest.raises(ValueError, match=r"'test_build_unknown_mapper' has metadata mapper 'video'; known: "
+                                             r"\['cxr', 'image_pair'\]"):
+            build_mapper(cfg, ["test_build_unknown_mapper"], is_train=True)
+    finally:
+        DatasetCatalog.remove("test_build_unknown_mapper")
+        MetadataCatalog.remove("test_build_unknown_mapper")
+
+
+def test_a_test_set_checked_at_start_up_is_not_checked_again(tiny_dataset, monkeypatch):
+    name, records = tiny_dataset
+    cfg = tiny_cfg(name)
+    cfg.DATASETS.TEST = (name,)
+    cfg.DATALOADER.SKIP_BAD_IMAGES = True
+    calls = []
+    original = build_module.check_images
+
+    def counting_check(dataset_dicts, what, **kwargs):
+        calls.append(what)
+        kept = original(dataset_dicts, what, **kwargs)
+        return [record for record in kept if not record["file_name"].endswith("/0.png")]  # as if 0.png were bad
+
+    monkeypatch.setattr(build_module, "check_images", counting_check)
+    monkeypatch.setattr(build_module, "_IMAGE_CHECKS", {})
+    check_test_images(cfg)
+    loader = build_cxr_test_loader(cfg, name)
+    assert calls == [f"test set {name}"]  # checked once, at start-up
+    assert len(loader.dataset) == len(records) - 1  # the image the check skipped stays out of the loader

@@ -4,8 +4,9 @@ Patch features: the chosen backbone outputs, each projected by a 1x1 conv, upsam
 them, summed and refined (3x3 conv, ReLU, 1x1 conv): one region feature per grid cell. Phrase
 features: the frozen text encoder's sentence vector through a two-layer MLP. A cell's logit is the
 region-phrase dot product over sqrt(D) plus a learned bias (a dot product, not a cosine: from-scratch
-features start nearly parallel, and a cosine head collapses to a flat map); its sigmoid is the phrase's map, spread back over the image by the shared upsampling (modeling/localization/maps.py), and
-its box comes from the map's connected components.
+features start nearly parallel, and a cosine head collapses to a flat map); its sigmoid is the phrase's map,
+spread back over the image by the shared upsampling (modeling/localization/maps.py), and its box comes from the
+map's connected components.
 
 Training: per image, one phrase per finding present (built from the finding descriptions at a random
 granularity, as prompts are) with target the fraction of each cell covered by the union of that

@@ -10,7 +10,8 @@ query and of the supports (zero rows where an image has fewer than N proposals):
     loss = BCE-with-logits(classifier(prototype), one-hot(finding)) x LOSS_WEIGHT
 
 Other findings present in the query image (its image labels) are left out of the BCE rather than pushed
-to 0 (MODEL.CO_OCCURRENCE.MASK_OTHER_FINDINGS; CoDet's one-hot target treats them as negatives, wrong on multi-finding CXRs).
+to 0 (MODEL.CO_OCCURRENCE.MASK_OTHER_FINDINGS; CoDet's one-hot target treats them as negatives, wrong on
+multi-finding CXRs).
 
 Text guidance: w = |text embedding of the finding|, rescaled to mean 1 over the D dimensions; off: w = 1.
 
