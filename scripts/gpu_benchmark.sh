@@ -3,7 +3,7 @@
 # wheelhouse built by `make wheelhouse` against the machine's own torch, smoke-train the phantom detection
 # configs for 20 iterations, then benchmark baseline Faster R-CNN R50-FPN against CXR-CoDet R50-FPN at
 # 1024 px, 2 images per GPU, in fp32 and with AMP (tools/benchmark.py). Figures go to $OUT (else
-# output/gpu_benchmark): benchmark_fp32.json, benchmark_amp.json, targets.txt, log.txt. docs/benchmarks.md.
+# output/gpu_benchmark): benchmark_fp32.json, benchmark_amp.json, summary.txt, log.txt; docs/benchmarks.md has the targets.
 #
 #   bash scripts/gpu_benchmark.sh [--cpu] [--wheelhouse DIR] [--python PYTHON]
 #
@@ -80,6 +80,6 @@ step "benchmark fp32: baseline R50-FPN (A) vs CXR-CoDet R50-FPN (B), $SIZE px, 2
 "$PY" "${BENCH[@]}" --output "$OUT/benchmark_fp32.json" "${OPTS[@]}"
 step "benchmark AMP ($AMP_DTYPE): the same"
 "$PY" "${BENCH[@]}" --output "$OUT/benchmark_amp.json" "${OPTS[@]}" SOLVER.AMP.ENABLED True SOLVER.AMP.DTYPE "$AMP_DTYPE"
-step "against detectron2's R50-FPN figures and the targets"
-"$PY" tools/benchmark.py --summarize "$OUT/benchmark_fp32.json" "$OUT/benchmark_amp.json" | tee "$OUT/targets.txt"
+step "fp32 and AMP figures side by side (read them against docs/benchmarks.md's targets)"
+"$PY" tools/benchmark.py --summarize "$OUT/benchmark_fp32.json" "$OUT/benchmark_amp.json" | tee "$OUT/summary.txt"
 step "done in $(( $(date +%s) - start )) s; results in $OUT"

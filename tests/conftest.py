@@ -1,11 +1,11 @@
-"""Shared pytest fixtures: isolated dataset root, the real data in ../shared, small helpers."""
+"""Shared pytest fixtures and the one test config factory: an isolated dataset root, the real data in ../shared,
+`make_cfg` over the project's own build_cfg with the shared shrinking overrides, and small helpers."""
 import logging
 import os
 import tempfile
 from pathlib import Path
 
 import pytest
-from detectron2.config import get_cfg
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -17,25 +17,74 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import cxr_codet  # noqa: E402,F401  (applies compat shims and registers datasets)
-from cxr_codet import add_cxr_codet_config  # noqa: E402
+from cxr_codet.config import build_cfg  # noqa: E402
 
+CONFIGS = REPO_ROOT / "configs"
+PHANTOM = CONFIGS / "phantom"
+# The `make demo` baseline and model, as the README's commands name them (tests run from the repository root).
+BASELINE = "configs/phantom/faster_rcnn_R18_FPN_phantom.yaml"
+CXR_CODET = "configs/phantom/cxr_codet_R18_FPN_phantom.yaml"
 TINY_SIZE = 64
 TINY_PHANTOM_SPLITS = ("cxr_phantom_tiny_train", "cxr_phantom_tiny_val")
 
+# Shrinks any config's data side for tests: the tiny phantom splits (set by `make_cfg`) at TINY_SIZE px, batch 4,
+# no loader workers, seed 0, CPU.
+TINY_DATA = [
+    "INPUT.MIN_SIZE_TRAIN", (TINY_SIZE,), "INPUT.MAX_SIZE_TRAIN", TINY_SIZE,
+    "INPUT.MIN_SIZE_TEST", TINY_SIZE, "INPUT.MAX_SIZE_TEST", TINY_SIZE,
+    "SOLVER.IMS_PER_BATCH", 4, "DATALOADER.NUM_WORKERS", 0, "SEED", 0, "MODEL.DEVICE", "cpu",
+]
 
-def tiny_phantom_cfg(config_file, *overrides, splits=TINY_PHANTOM_SPLITS):
-    """`config_file` shrunk for tests: the tiny phantom `splits` (train, test) at TINY_SIZE px, batch 4, no
-    loader workers, seed 0, CPU; `overrides` (KEY, VALUE, ...) come last and win."""
-    cfg = get_cfg()
-    add_cxr_codet_config(cfg)
-    cfg.merge_from_file(str(config_file))
+# Shrinks an R-50 C4/FPN detector config to a model that trains a step on 64 px images in well under a second.
+TINY_MODEL = [
+    "MODEL.DEVICE", "cpu",
+    "MODEL.WEIGHTS", "",
+    "MODEL.INIT.WEIGHTS", "",
+    "MODEL.RESNETS.DEPTH", 18,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+    "MODEL.RESNETS.WIDTH_PER_GROUP", 8,
+    "MODEL.FPN.OUT_CHANNELS", 32,
+    "MODEL.ROI_BOX_HEAD.FC_DIM", 64,
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200,
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", 40,
+    "MODEL.RPN.PRE_NMS_TOPK_TEST", 200,
+    "MODEL.RPN.POST_NMS_TOPK_TEST", 40,
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 64,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 16,
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", 8,
+    "MODEL.CO_OCCURRENCE.NUM_PROPOSALS", 8,
+    "INPUT.MIN_SIZE_TRAIN", (64,),
+    "INPUT.MAX_SIZE_TRAIN", 96,
+    "INPUT.MIN_SIZE_TEST", 64,
+    "INPUT.MAX_SIZE_TEST", 96,
+    "DATASETS.TEST", (),
+    "DATALOADER.NUM_WORKERS", 0,
+    "SEED", 0,
+]
+
+# Swaps any configured text encoder (BiomedCLIP, CLIP: no downloads here) for the offline MiniLM default.
+OFFLINE_TEXT_ENCODER = [
+    "MODEL.TEXT_ENCODER.BACKEND", "sentence_transformers",
+    "MODEL.TEXT_ENCODER.NAME", "",
+    "MODEL.TEXT_ENCODER.PRETRAINED", "",
+]
+
+
+def tiny_opts(*overrides, splits=TINY_PHANTOM_SPLITS):
+    """KEY VALUE strings as a command line takes them (tools/train_net.py, tools/benchmark.py): the tiny phantom
+    `splits` (train, test) and TINY_DATA, then `overrides`, which come last and win."""
     train, test = splits
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", (train,), "DATASETS.TEST", (test,),
-        "INPUT.MIN_SIZE_TRAIN", (TINY_SIZE,), "INPUT.MAX_SIZE_TRAIN", TINY_SIZE,
-        "INPUT.MIN_SIZE_TEST", TINY_SIZE, "INPUT.MAX_SIZE_TEST", TINY_SIZE,
-        "SOLVER.IMS_PER_BATCH", 4, "DATALOADER.NUM_WORKERS", 0, "SEED", 0, "MODEL.DEVICE", "cpu", *overrides,
-    ])
+    opts = ["DATASETS.TRAIN", (train,), "DATASETS.TEST", (test,), *TINY_DATA, *overrides]
+    return [item if isinstance(item, str) else repr(item) for item in opts]
+
+
+def make_cfg(config_file=None, *overrides, tiny=True, splits=TINY_PHANTOM_SPLITS):
+    """A test config from the project's `build_cfg`: `config_file` (None: the defaults alone), shrunk by TINY_DATA
+    on the tiny phantom `splits` (train, test) when `tiny`, then `overrides` (KEY, VALUE, ...), which come last and
+    win; returned unfrozen so that a test may change it further."""
+    opts = tiny_opts(*overrides, splits=splits) if tiny else list(overrides)
+    cfg = build_cfg(config_file, opts).clone()
+    cfg.defrost()
     return cfg
 
 
@@ -45,6 +94,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the checkout in CI)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def in_repo(monkeypatch):
+    """Study files name configs relative to the working directory: the repository root."""
+    monkeypatch.chdir(REPO_ROOT)
 
 
 @pytest.fixture(autouse=True)
@@ -57,4 +112,3 @@ def _drop_closed_log_streams():
         for handler in list(log.handlers):
             if getattr(getattr(handler, "stream", None), "closed", False):
                 log.removeHandler(handler)
-

@@ -11,9 +11,9 @@ from cxr_codet import compat
 
 
 def test_detectron2_layers_import_without_c_extension():
+    import detectron2._C as ext
     import detectron2.layers  # noqa: F401  (imports deform_conv, which imports detectron2._C)
     import detectron2.modeling  # noqa: F401
-    import detectron2._C as ext
 
     if compat.HAS_C_EXTENSION:
         pytest.skip("detectron2 was built with its C++ extension; the stub is not installed")

@@ -154,67 +154,6 @@ def test_our_own_checkpoints_are_written_with_the_umask_mode_and_resume_safely(t
     assert fresh_optimizer.state_dict()["state"][0]["momentum_buffer"].shape == (2, 3)
 
 
-@pytest.mark.slow
-def test_a_training_run_resumes_from_its_checkpoint_with_the_weights_only_loader(tmp_path, monkeypatch):
-    from test_amp import _cfg, _train
-
-    from cxr_codet.engine.trainer import CXRTrainer
-
-    cfg = _cfg("faster_rcnn_R18_FPN_phantom.yaml", tmp_path, "float16", SOLVER__MAX_ITER=2)
-    first = _train(cfg)
-    calls = []
-    real_load = torch.load
-    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k.get("weights_only")) or real_load(*a, **k))
-    resumed = CXRTrainer(_cfg("faster_rcnn_R18_FPN_phantom.yaml", tmp_path, "float16", SOLVER__MAX_ITER=3))
-    resumed.resume_or_load(resume=True)
-    assert calls == [True]
-    assert resumed.start_iter == first.iter == 2  # model_final.pth of iteration 1
-    final = dict(first.model.state_dict())
-    assert all(torch.equal(final[k], v) for k, v in resumed.model.state_dict().items())
-    resumed.train()
-    assert resumed.iter == 3
-
-
-def test_entry_points_refuse_a_code_running_checkpoint_with_one_line(tmp_path, capsys, caplog, monkeypatch):
-    """train_net (training and --eval-only) and the demo, each with MODEL.WEIGHTS; MODEL.INIT.WEIGHTS; benchmark."""
-    import logging
-
-    from test_demo import save_tiny_model
-    from test_startup_errors import BASELINE, TINY, _one_line_error
-
-    from cxr_codet.demo.cli import main as demo_main
-    from cxr_codet.engine.benchmark import BenchmarkSettings, benchmark_eval
-    from cxr_codet.engine.launcher import build_cfg
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    marker = tmp_path / "ran"
-    pkl, pth = code_running_pkl(tmp_path / "evil.pkl", marker), code_running_pth(tmp_path / "evil.pth", marker, {})
-    base = [*TINY, "OUTPUT_DIR", str(tmp_path / "out"), "SOLVER.MAX_ITER", "1"]
-    for flags, extra in ((["--eval-only"], ["MODEL.WEIGHTS", str(pkl)]), ([], ["MODEL.WEIGHTS", str(pth)]),
-                         ([], ["MODEL.WEIGHTS", "", "MODEL.INIT.WEIGHTS", str(pth)])):
-        line = _one_line_error(capsys, ["--config-file", BASELINE, *flags, *base, *extra])
-        path = pkl if flags else pth
-        assert line.startswith(f"train_net.py: error: {path}: refused to load: unpickling it would call builtins.exec")
-        assert line.endswith(OPT_IN)
-    truncated = tmp_path / "model_final.pth"
-    truncated.write_bytes(detector_pth(tmp_path / "whole.pth", detic_state()).read_bytes()[:5000])
-    line = _one_line_error(capsys, ["--config-file", BASELINE, "--eval-only", *base, "MODEL.WEIGHTS", str(truncated)])
-    assert line.startswith(f"train_net.py: error: {truncated}: not a readable checkpoint: truncated or corrupt")
-    cfg = build_cfg(BASELINE, [*TINY, "MODEL.WEIGHTS", str(pkl)], cpu=True)
-    _refused(pkl, lambda: benchmark_eval(cfg, BenchmarkSettings(iterations=1, warmup=0)))
-    logging.getLogger("cxr_codet.demo.cli").addHandler(caplog.handler)
-    config = save_tiny_model(tmp_path / "model", BASELINE, group_size=None)
-    image = tmp_path / "scan.png"
-    import cv2
-    cv2.imwrite(str(image), np.zeros((64, 64), np.uint8))
-    args = ["--config-file", str(config), "--input", str(image), "--output", str(tmp_path / "demo")]
-    assert demo_main(args + ["--opts", "MODEL.WEIGHTS", str(pkl)]) == 2
-    assert f"demo cannot start: {pkl}: refused to load" in caplog.text and OPT_IN in caplog.text
-    assert not marker.exists()
-    assert demo_main(args + ["--opts", "MODEL.WEIGHTS", str(pkl), "MODEL.TRUST_CHECKPOINT_CODE", "True"]) == 0
-    assert marker.exists()
-
-
 def test_class_embedding_files_never_unpickle_and_name_the_file(tmp_path):
     from cxr_codet.modeling.text.precomputed import load_class_embeddings
 

@@ -1,55 +1,22 @@
-"""Helpers for CXR-CoDet model tests: tiny configs (R-18, 64 px, few proposals), fixed random class
-embeddings, and hand-made training batches in the concept-group loader's format."""
+"""Helpers for model tests: tiny CXR-CoDet configs (R-18, 64 px, few proposals), fixed random class embeddings,
+hand-made training batches in the concept-group loader's format, tiny saved models for the demo, and the tiny
+progression config."""
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
-from detectron2.config import get_cfg
+from conftest import CONFIGS, OFFLINE_TEXT_ENCODER, TINY_MODEL, make_cfg
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-from cxr_codet import add_cxr_codet_config
 from cxr_codet.data.classes import NIH_CXR14_BBOX_CLASSES, VINDR_CXR_CLASSES
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = REPO_ROOT / "configs"
 VOCABULARY_DATASET = "test_cxr_codet_vindr_vocabulary"
 IMAGE_SIZE = (64, 80)
-
-# Swaps any configured text encoder (BiomedCLIP, CLIP: no downloads here) for the offline MiniLM default.
-OFFLINE_TEXT_ENCODER = [
-    "MODEL.TEXT_ENCODER.BACKEND", "sentence_transformers",
-    "MODEL.TEXT_ENCODER.NAME", "",
-    "MODEL.TEXT_ENCODER.PRETRAINED", "",
-]
-
-# Shrinks an R-50 C4/FPN CXR-CoDet config to a model that trains a step on 64 px images in well under a second.
-TINY_MODEL = [
-    "MODEL.DEVICE", "cpu",
-    "MODEL.WEIGHTS", "",
-    "MODEL.INIT.WEIGHTS", "",
-    "MODEL.RESNETS.DEPTH", 18,
-    "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
-    "MODEL.RESNETS.WIDTH_PER_GROUP", 8,
-    "MODEL.FPN.OUT_CHANNELS", 32,
-    "MODEL.ROI_BOX_HEAD.FC_DIM", 64,
-    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200,
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN", 40,
-    "MODEL.RPN.PRE_NMS_TOPK_TEST", 200,
-    "MODEL.RPN.POST_NMS_TOPK_TEST", 40,
-    "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 64,
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 16,
-    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", 8,
-    "MODEL.ROI_BOX_HEAD.WS_NUM_PROPS", 8,
-    "INPUT.MIN_SIZE_TRAIN", (64,),
-    "INPUT.MAX_SIZE_TRAIN", 96,
-    "INPUT.MIN_SIZE_TEST", 64,
-    "INPUT.MAX_SIZE_TEST", 96,
-    "DATASETS.TEST", (),
-    "DATALOADER.NUM_WORKERS", 0,
-]
+LOSS_KEYS = {"loss_cls", "loss_box_reg", "loss_cooccurrence", "loss_rpn_cls", "loss_rpn_loc"}  # CXR-CoDet's
 
 
 def register_vocabulary_dataset(name: str = VOCABULARY_DATASET, classes: Sequence[str] = VINDR_CXR_CLASSES) -> str:
@@ -80,17 +47,14 @@ def tiny_cfg(
     """A tiny CXR-CoDet config: `config_file` (default Base-CXR-CoDet-C4/FPN) + TINY_MODEL + offline text
     encoder; the training vocabulary is VinDr's 14 names with random 16-d embeddings unless `embeddings`
     is None (then the MiniLM encoder embeds the descriptions)."""
-    cfg = get_cfg()
-    add_cxr_codet_config(cfg)
     default = CONFIGS / ("Base-CXR-CoDet-C4.yaml" if c4 else "Base-CXR-CoDet-FPN.yaml")
-    cfg.merge_from_file(str(config_file or default))
     overrides = list(TINY_MODEL) + list(OFFLINE_TEXT_ENCODER)
     overrides += ["DATASETS.TRAIN", (register_vocabulary_dataset(),), "MODEL.ROI_HEADS.NUM_CLASSES", 14]
     if embeddings == "random":
         overrides += ["MODEL.TEXT_ENCODER.CLASS_EMBEDDINGS_PATH", embeddings_file(directory)]
     if group_size is not None:
         overrides += ["DATALOADER.CONCEPT_GROUP_SIZE", group_size]
-    cfg.merge_from_list(overrides + list(extra))
+    cfg = make_cfg(config_file or default, *overrides, *extra, tiny=False)
     cfg.SOLVER.IMS_PER_BATCH = 2 * cfg.DATALOADER.CONCEPT_GROUP_SIZE
     return cfg
 
@@ -145,3 +109,27 @@ def inference_inputs(seed: int = 1) -> List[dict]:
 
 
 NIH_NAMES = list(NIH_CXR14_BBOX_CLASSES)
+
+
+def save_tiny_model(folder: Path, config_file: Path, **kwargs) -> Path:
+    """Build a tiny model of `config_file` (phantom vocabulary), save its weights and config; returns the YAML."""
+    folder.mkdir(parents=True, exist_ok=True)
+    extra = ["DATASETS.TRAIN", ("cxr_phantom_tiny_train",), "MODEL.TEXT_ENCODER.CACHE_DIR", str(folder / "cache")]
+    cfg = tiny_cfg(folder, config_file=str(config_file), extra=extra, **kwargs)
+    torch.manual_seed(0)
+    DetectionCheckpointer(build_model(cfg), save_dir=str(folder)).save("model")
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = str(folder / "model.pth")
+    (folder / "config.yaml").write_text(cfg.dump())
+    return folder / "config.yaml"
+
+
+PROGRESSION_CONFIG = "configs/phantom/progression_hyperbolic_R18_phantom_pairs.yaml"
+
+
+def progression_cfg(*overrides):
+    """The phantom progression config on the tiny pair splits, with small widths."""
+    return make_cfg(
+        PROGRESSION_CONFIG, "MODEL.PROGRESSION.HIDDEN_DIM", 32, "MODEL.PROGRESSION.EMBED_DIM", 16, *overrides,
+        splits=("cxr_phantom_pairs_tiny_train", "cxr_phantom_pairs_tiny_val"),
+    )

@@ -6,11 +6,11 @@
 
 Runs given the same label are one row's seeds (mean ± 95% t-interval). For a whole study (configs x seeds,
 trained and tabulated by one command) use tools/run_study.py. Logic and options:
-cxr_codet/evaluation/ablation_table.py.
+cxr_codet/studies/ (cli.py, table.py, markdown.py).
 """
 import sys
 
-from cxr_codet.evaluation.ablation_table import main
+from cxr_codet.studies.cli import ablation_table_main
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    ablation_table_main(sys.argv[1:])

@@ -10,7 +10,7 @@ images/s). Trailing KEY VALUE pairs override both configs.
 """
 import sys
 
-from cxr_codet.engine.benchmark import main
+from cxr_codet.benchmark.cli import main
 
 if __name__ == "__main__":
     main(sys.argv[1:])

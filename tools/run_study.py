@@ -5,12 +5,12 @@
     python tools/run_study.py studies/vindr_paper.yaml --num-gpus 8 --only paper
     python tools/run_study.py studies/phantom_components.yaml --table-only
 
-Logic and options: cxr_codet/engine/study.py.
+Logic and options: cxr_codet/studies/ (cli.py, runner.py).
 """
 import sys
 from pathlib import Path
 
-from cxr_codet.engine.study import main
+from cxr_codet.studies.cli import run_study_main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], Path(__file__).resolve().with_name("train_net.py")))
+    sys.exit(run_study_main(sys.argv[1:], Path(__file__).resolve().with_name("train_net.py")))

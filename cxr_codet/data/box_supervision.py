@@ -15,9 +15,17 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .samplers import BOX_SUPERVISED, image_concepts, is_box_supervised
+from ..config import run_seed
+from .concept_groups import image_labels
 
 logger = logging.getLogger(__name__)
+
+BOX_SUPERVISED = "box_supervised"  # a record's (and mapped input's) flag: False on image-level-only images
+
+
+def is_box_supervised(record: dict) -> bool:
+    """False only for images marked image-level-only (see the module doc); without the key, True."""
+    return bool(record.get(BOX_SUPERVISED, True))
 
 
 @dataclass
@@ -56,7 +64,7 @@ def boxed_positions(dataset_dicts: Sequence[dict], fraction: float, seed: int) -
     # images a loader already left without boxes (findings kept, "box_supervised" False) have none to keep
     with_findings, already = [], []
     for i, record in enumerate(dataset_dicts):
-        if image_concepts(record):
+        if image_labels(record):
             (with_findings if is_box_supervised(record) else already).append(i)
     num_boxed = int(np.floor(fraction * len(with_findings) + 0.5))
     order = np.random.default_rng([int(seed), 0xB0C5]).permutation(len(with_findings))
@@ -78,7 +86,7 @@ def split_box_supervision(
     out: List[dict] = []
     with_boxes: Dict[int, int] = {}
     for position, record in enumerate(dataset_dicts):
-        concepts = image_concepts(record)
+        concepts = image_labels(record)
         record = dict(record, image_labels=concepts)
         if not concepts:
             summary.no_finding += 1
@@ -93,7 +101,7 @@ def split_box_supervision(
             for concept in concepts:
                 with_boxes[concept] = with_boxes.get(concept, 0) + 1
         out.append(record)
-    present = {c for record in dataset_dicts for c in image_concepts(record)}
+    present = {c for record in dataset_dicts for c in image_labels(record)}
     summary.findings_without_boxes = sorted(present - set(with_boxes))
     return out, summary
 
@@ -108,7 +116,7 @@ def apply_box_fraction(cfg, dataset_dicts: Sequence[dict]) -> List[dict]:
         return list(dataset_dicts)
     seed = cfg.DATASETS.TRAIN_BOX_SEED
     if seed < 0:
-        seed = max(cfg.SEED, 0)
+        seed = run_seed(cfg)
     drop = cfg.DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY
     records, summary = split_box_supervision(dataset_dicts, fraction, seed, drop)
     logger.info(summary.describe(fraction, seed))

@@ -1,17 +1,20 @@
-"""Train and test data loaders: detectron2's loaders with the CXR mapper, and the concept-group loader.
+"""The input pipeline: which mapper reads a dataset, which sampler draws the training stream, and the loaders.
 
-`build_cxr_train_loader` checks every image (image_check.py), applies the weak-label split
-(DATASETS.TRAIN_BOX_FRACTION, box_supervision.py), then picks the loader by cfg.DATALOADER.SAMPLER_TRAIN from
-TRAIN_LOADER_BUILDERS: detectron2's three training samplers, and "ConceptGroupSampler" (CXR-CoDet), whose
-per-process batches are whole concept groups whose dicts carry "concept_id" (see samplers.py). The test
-loader checks its images too.
+The mapper comes from the datasets' metadata `mapper` (MAPPERS; "cxr" when unset): "image_pair" for comparison
+datasets (cxr_phantom_pairs, Chest ImaGenome), whose records name two images, "cxr" (`CXRDatasetMapper`) for the
+rest, in training and at test alike. `build_cxr_train_loader` checks every image once (image_check.py), applies
+the weak-label split (DATASETS.TRAIN_BOX_FRACTION, box_supervision.py), then picks the loader by
+cfg.DATALOADER.SAMPLER_TRAIN from TRAIN_LOADER_BUILDERS: detectron2's three training samplers, and
+"ConceptGroupSampler" (CXR-CoDet), whose per-process batches are whole concept groups whose dicts carry
+"concept_id" (concept_groups.py, samplers.py). The test loader reuses its images' start-up check.
 """
 import logging
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 import torch.utils.data as torchdata
 from detectron2.data import (
     DatasetCatalog,
+    MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
@@ -24,15 +27,36 @@ from detectron2.data.samplers import (
     TrainingSampler,
 )
 
-from .image_check import Resize, check_images
+from ..config import run_seed
 from .box_supervision import apply_box_fraction
+from .concept_groups import image_labels
+from .image_check import Resize, check_images
+from .image_pairs import ImagePairMapper
 from .mapper import CXRDatasetMapper
-from .samplers import ConceptGroupSampler, image_concepts
+from .samplers import ConceptGroupSampler, concept_group_sampler_config
 
 logger = logging.getLogger(__name__)
 
+# A dataset's metadata `mapper` -> the mapper class, built as `mapper_class(cfg, is_train)`.
+MAPPERS: Dict[str, Callable] = {"cxr": CXRDatasetMapper, "image_pair": ImagePairMapper}
+DEFAULT_MAPPER = "cxr"
+
 # cfg.DATALOADER.SAMPLER_TRAIN -> function(cfg, dataset_dicts, mapper) returning the training loader.
 TRAIN_LOADER_BUILDERS: Dict[str, Callable] = {}
+
+# Image checks this process made: (dataset names, file names, SKIP_BAD_IMAGES) -> file names of the images skipped.
+_IMAGE_CHECKS: Dict[tuple, frozenset] = {}
+
+
+def build_mapper(cfg, dataset_names: Sequence[str], is_train: bool):
+    """The mapper the datasets' metadata `mapper` names (they must agree), built from cfg."""
+    kinds = {name: MetadataCatalog.get(name).get("mapper", DEFAULT_MAPPER) for name in dataset_names}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(f"datasets {list(dataset_names)} need different mappers {kinds}: train or test them apart")
+    kind = next(iter(kinds.values()), DEFAULT_MAPPER)
+    if kind not in MAPPERS:
+        raise ValueError(f"dataset {next(iter(kinds))!r} has metadata mapper {kind!r}; known: {sorted(MAPPERS)}")
+    return MAPPERS[kind](cfg, is_train=is_train)
 
 
 def register_train_loader(sampler_name: str):
@@ -45,27 +69,34 @@ def register_train_loader(sampler_name: str):
     return decorator
 
 
-def _sampler_seed(cfg) -> Optional[int]:
-    """cfg.SEED when set (>= 0), so runs repeat; else None: the samplers draw one shared random seed."""
-    return cfg.SEED if cfg.SEED >= 0 else None
-
-
-def _standard_loader(cfg, dataset_dicts, mapper, sampler):
-    """detectron2's training loader over `sampler` (aspect-ratio grouping as configured)."""
+def _standard_loader(cfg, dataset_dicts, mapper, sampler, aspect_ratio_grouping=None):
+    """detectron2's training loader over `sampler` (aspect-ratio grouping as configured unless given)."""
+    if aspect_ratio_grouping is None:
+        aspect_ratio_grouping = cfg.DATALOADER.ASPECT_RATIO_GROUPING
     return build_detection_train_loader(
         dataset=dataset_dicts,
         mapper=mapper,
         sampler=sampler,
         total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
-        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+        aspect_ratio_grouping=aspect_ratio_grouping,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
     )
 
 
 @register_train_loader("TrainingSampler")
 def _training_sampler_loader(cfg, dataset_dicts, mapper):
-    sampler = TrainingSampler(len(dataset_dicts), seed=_sampler_seed(cfg))
+    sampler = TrainingSampler(len(dataset_dicts), seed=run_seed(cfg))
     return _standard_loader(cfg, dataset_dicts, mapper, sampler)
+
+
+@register_train_loader("PairTrainingSampler")
+def _deprecated_pair_training_loader(cfg, dataset_dicts, mapper):
+    """The deprecated name of the image-pair loader: TrainingSampler without aspect-ratio grouping (the pair
+    mapper now comes from the datasets' metadata)."""
+    logger.warning("DATALOADER.SAMPLER_TRAIN 'PairTrainingSampler' is deprecated: use 'TrainingSampler' with "
+                   "DATALOADER.ASPECT_RATIO_GROUPING False (the image-pair mapper comes from the datasets' metadata)")
+    sampler = TrainingSampler(len(dataset_dicts), seed=run_seed(cfg))
+    return _standard_loader(cfg, dataset_dicts, mapper, sampler, aspect_ratio_grouping=False)
 
 
 @register_train_loader("RepeatFactorTrainingSampler")
@@ -73,13 +104,13 @@ def _repeat_factor_loader(cfg, dataset_dicts, mapper):
     repeat_factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
         dataset_dicts, cfg.DATALOADER.REPEAT_THRESHOLD
     )
-    sampler = RepeatFactorTrainingSampler(repeat_factors, seed=_sampler_seed(cfg))
+    sampler = RepeatFactorTrainingSampler(repeat_factors, seed=run_seed(cfg))
     return _standard_loader(cfg, dataset_dicts, mapper, sampler)
 
 
 @register_train_loader("RandomSubsetTrainingSampler")
 def _random_subset_loader(cfg, dataset_dicts, mapper):
-    seed = _sampler_seed(cfg)
+    seed = run_seed(cfg)
     sampler = RandomSubsetTrainingSampler(
         len(dataset_dicts), cfg.DATALOADER.RANDOM_SUBSET_RATIO, seed_shuffle=seed, seed_subset=seed
     )
@@ -103,7 +134,7 @@ class ConceptTaggedDataset(torchdata.Dataset):
     def __getitem__(self, key: Tuple[int, int]) -> dict:
         index, concept_id = key
         record = self._records[index]  # a fresh copy: deserialised on every access
-        labels = image_concepts(record)
+        labels = image_labels(record)
         mapped = self._mapper(record)
         if mapped is None:
             raise RuntimeError(
@@ -117,16 +148,7 @@ class ConceptTaggedDataset(torchdata.Dataset):
 
 @register_train_loader("ConceptGroupSampler")
 def _concept_group_loader(cfg, dataset_dicts, mapper):
-    sampler = ConceptGroupSampler(
-        dataset_dicts,
-        group_size=cfg.DATALOADER.CONCEPT_GROUP_SIZE,
-        ims_per_batch=cfg.SOLVER.IMS_PER_BATCH,
-        concept_sampling=cfg.DATALOADER.CONCEPT_SAMPLING,
-        frequency_power=cfg.DATALOADER.CONCEPT_FREQUENCY_POWER,
-        no_finding_per_batch=cfg.DATALOADER.NO_FINDING_PER_BATCH,
-        box_images_per_batch=cfg.DATALOADER.BOX_IMAGES_PER_BATCH,
-        seed=_sampler_seed(cfg),
-    )
+    sampler = ConceptGroupSampler(dataset_dicts, **concept_group_sampler_config(cfg), seed=run_seed(cfg))
     return torchdata.DataLoader(
         ConceptTaggedDataset(dataset_dicts, mapper),
         batch_sampler=sampler,
@@ -139,7 +161,7 @@ def _concept_group_loader(cfg, dataset_dicts, mapper):
 def build_cxr_train_loader(cfg, mapper=None):
     """The infinite training loader for `cfg.DATASETS.TRAIN`: per-process batches as lists of mapped dicts.
 
-    `mapper` defaults to `CXRDatasetMapper(cfg, is_train=True)`; the sampler is
+    `mapper` defaults to the one the datasets' metadata names (`build_mapper`); the sampler is
     cfg.DATALOADER.SAMPLER_TRAIN, one of TRAIN_LOADER_BUILDERS.
     """
     sampler_name = cfg.DATALOADER.SAMPLER_TRAIN
@@ -151,44 +173,52 @@ def build_cxr_train_loader(cfg, mapper=None):
     dataset_dicts = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
     )
-    dataset_dicts = _checked(cfg, dataset_dicts, f"training set ({', '.join(cfg.DATASETS.TRAIN)})", is_train=True)
+    dataset_dicts = _checked(cfg, cfg.DATASETS.TRAIN, dataset_dicts, f"training set ({', '.join(cfg.DATASETS.TRAIN)})",
+                             is_train=True)
     dataset_dicts = apply_box_fraction(cfg, dataset_dicts)
     if mapper is None:
-        mapper = CXRDatasetMapper(cfg, is_train=True)
+        mapper = build_mapper(cfg, cfg.DATASETS.TRAIN, is_train=True)
     logger.info("Using training sampler %s", sampler_name)
     return TRAIN_LOADER_BUILDERS[sampler_name](cfg, dataset_dicts, mapper)
 
 
 def build_cxr_test_loader(cfg, dataset_name):
-    """The inference loader (batch 1) for one test dataset with `CXRDatasetMapper` in test mode; its images are
-    checked first (see `image_check`)."""
+    """The inference loader (batch 1) for one test dataset with the mapper its metadata names, in test mode; its
+    images are checked first (once per process, see `check_test_images`)."""
     proposal_files = None
     if cfg.MODEL.LOAD_PROPOSALS:
         proposal_files = [cfg.DATASETS.PROPOSAL_FILES_TEST[list(cfg.DATASETS.TEST).index(dataset_name)]]
     dataset_dicts = get_detection_dataset_dicts([dataset_name], filter_empty=False, proposal_files=proposal_files)
     return build_detection_test_loader(
-        dataset=_checked(cfg, dataset_dicts, f"test set {dataset_name}"),
-        mapper=CXRDatasetMapper(cfg, is_train=False),
+        dataset=_checked(cfg, [dataset_name], dataset_dicts, f"test set {dataset_name}"),
+        mapper=build_mapper(cfg, [dataset_name], is_train=False),
         num_workers=cfg.DATALOADER.NUM_WORKERS,
     )
 
 
 def check_test_images(cfg) -> None:
     """Check the images of every DATASETS.TEST dataset now (e.g. before training, whose evaluation builds the test
-    loaders at the end); refuses bad images unless cfg.DATALOADER.SKIP_BAD_IMAGES."""
+    loaders at the end, then without checking them again); refuses bad images unless cfg.DATALOADER.SKIP_BAD_IMAGES."""
     for name in cfg.DATASETS.TEST:
-        _checked(cfg, DatasetCatalog.get(name), f"test set {name}")
+        _checked(cfg, [name], DatasetCatalog.get(name), f"test set {name}")
 
 
-def _checked(cfg, dataset_dicts, what: str, is_train: bool = False):
-    """`dataset_dicts` whose images pass the start-up check (cfg.DATALOADER.SKIP_BAD_IMAGES: skip, else refuse),
-    including the mapper's resize: the smallest INPUT.MIN_SIZE_TRAIN (or MIN_SIZE_TEST) within its MAX_SIZE."""
+def _checked(cfg, names: Sequence[str], dataset_dicts, what: str, is_train: bool = False):
+    """`dataset_dicts` of the datasets `names` whose images pass the start-up check (cfg.DATALOADER.SKIP_BAD_IMAGES:
+    skip, else refuse), including the mapper's resize: the smallest INPUT.MIN_SIZE_TRAIN (or MIN_SIZE_TEST) within
+    its MAX_SIZE. A set this process checked already is not checked again, only its skipped images left out."""
     if is_train:
         resize = Resize(min(cfg.INPUT.MIN_SIZE_TRAIN), cfg.INPUT.MAX_SIZE_TRAIN,
                         "INPUT.MIN_SIZE_TRAIN, INPUT.MAX_SIZE_TRAIN")
     else:
         resize = Resize(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST")
-    return check_images(
-        dataset_dicts, what, skip_bad=cfg.DATALOADER.SKIP_BAD_IMAGES, cache_file=cfg.DATALOADER.IMAGE_CHECK_CACHE,
-        resize=resize,
-    )
+    skip_bad = cfg.DATALOADER.SKIP_BAD_IMAGES
+    key = (tuple(names), hash(tuple(record.get("file_name") for record in dataset_dicts)), skip_bad, resize, is_train)
+    if key in _IMAGE_CHECKS:
+        return [record for record in dataset_dicts if record.get("file_name") not in _IMAGE_CHECKS[key]]
+    kept = check_images(dataset_dicts, what, skip_bad=skip_bad, cache_file=cfg.DATALOADER.IMAGE_CHECK_CACHE,
+                        resize=resize)
+    kept_files = {record.get("file_name") for record in kept}
+    _IMAGE_CHECKS[key] = frozenset(record.get("file_name") for record in dataset_dicts
+                                   if record.get("file_name") not in kept_files)
+    return kept

@@ -1,25 +1,21 @@
-"""The progression head's input pipeline: `ImagePairMapper` and the "PairTrainingSampler" training loader.
+"""`ImagePairMapper`: the mapper of image-pair datasets (metadata `mapper` "image_pair"), for ProgressionDetector.
 
 A comparison record (see cxr_codet/data/datasets/imagenome.py) names two images, "prior_file_name" and
 "file_name" (current), and its "regions", each with a box in either image and a progression label. The
 mapper reads both images as gray (repeated to INPUT.FORMAT's channels), resizes each as INPUT.MIN_SIZE_* /
 MAX_SIZE_* say, and in training flips both the same way (INPUT.RANDOM_FLIP); boxes follow their image.
 
-The CXR mapper that detectron2-style loaders use reads one image, so training selects this mapper with
-DATALOADER.SAMPLER_TRAIN "PairTrainingSampler" (detectron2's TrainingSampler over the records). The
-test loader still maps with the CXR mapper; `ProgressionDetector` then maps its inputs again with
-`ImagePairMapper(cfg, is_train=False)` (deterministic), see `ProgressionDetector.pair_inputs`.
+The data layer picks it for training and test from the datasets' metadata (build.py: `build_mapper`); training
+draws the records with detectron2's TrainingSampler, without aspect-ratio grouping (the progression configs set
+DATALOADER.ASPECT_RATIO_GROUPING False: a pair has two aspect ratios).
 """
-from typing import List, Tuple
+from typing import Tuple
 
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import build_detection_train_loader
 from detectron2.data import transforms as T
-from detectron2.data.samplers import TrainingSampler
 
-from .build import register_train_loader
 from .mapper import read_gray_image
 
 FLIP_TRANSFORMS = {
@@ -87,17 +83,3 @@ class ImagePairMapper:
             record, "prior_file_name", ("prior_height", "prior_width"), _boxes(record, "prior_box"), flip)
         mapped["progression_labels"] = torch.tensor([int(r["label"]) for r in record["regions"]], dtype=torch.long)
         return mapped
-
-
-@register_train_loader("PairTrainingSampler")
-def pair_training_loader(cfg, dataset_dicts: List[dict], mapper):
-    """TrainingSampler over comparison records, mapped by ImagePairMapper (the CXR `mapper` is not used)."""
-    sampler = TrainingSampler(len(dataset_dicts), seed=cfg.SEED if cfg.SEED >= 0 else None)
-    return build_detection_train_loader(
-        dataset=dataset_dicts,
-        mapper=ImagePairMapper(cfg, is_train=True),
-        sampler=sampler,
-        total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
-        aspect_ratio_grouping=False,
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
-    )

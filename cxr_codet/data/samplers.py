@@ -33,25 +33,12 @@ import numpy as np
 from detectron2.utils import comm
 from torch.utils.data.sampler import Sampler
 
+from .box_supervision import is_box_supervised
+from .concept_groups import NO_CONCEPT, groups_per_batch, image_labels
+
 logger = logging.getLogger(__name__)
 
-NO_CONCEPT = -1
 LANDSCAPE, PORTRAIT = 0, 1
-
-
-def image_concepts(record: dict) -> List[int]:
-    """The contiguous class ids present in a dataset dict: its "image_labels", else its annotations'."""
-    if "image_labels" in record:
-        return sorted(set(int(c) for c in record["image_labels"]))
-    return sorted({int(ann["category_id"]) for ann in record.get("annotations", [])})
-
-
-BOX_SUPERVISED = "box_supervised"
-
-
-def is_box_supervised(record: dict) -> bool:
-    """False only for images marked image-level-only (see box_supervision.py); without the key, True."""
-    return bool(record.get(BOX_SUPERVISED, True))
 
 
 def aspect_ratio_bucket(record: dict) -> int:
@@ -64,41 +51,6 @@ def aspect_ratio_bucket(record: dict) -> int:
             f"{missing} key; the concept-group sampler needs 'width' and 'height' for aspect-ratio buckets"
         ) from None
     return LANDSCAPE if width > height else PORTRAIT
-
-
-def groups_per_batch(
-    ims_per_batch: int,
-    world_size: int,
-    group_size: int,
-    no_finding_per_batch: int = 0,
-    box_images_per_batch: int = 0,
-) -> int:
-    """Number of concept groups in each per-process batch; raises ValueError when the sizes don't fit."""
-    if group_size < 2:
-        raise ValueError(
-            f"DATALOADER.CONCEPT_GROUP_SIZE = {group_size} leaves no support image: a concept group is "
-            "1 query + (G - 1) supports, so the co-occurrence loss needs G >= 2 (CoDet: 2; the paper's "
-            "'3 support images' row: 4)"
-        )
-    if no_finding_per_batch < 0:
-        raise ValueError(f"DATALOADER.NO_FINDING_PER_BATCH = {no_finding_per_batch} must be >= 0")
-    if box_images_per_batch < 0:
-        raise ValueError(f"DATALOADER.BOX_IMAGES_PER_BATCH = {box_images_per_batch} must be >= 0")
-    if ims_per_batch <= 0 or ims_per_batch % world_size != 0:
-        raise ValueError(
-            f"SOLVER.IMS_PER_BATCH = {ims_per_batch} must be a positive multiple of the number of "
-            f"processes ({world_size})"
-        )
-    per_process = ims_per_batch // world_size
-    grouped = per_process - no_finding_per_batch - box_images_per_batch
-    if grouped <= 0 or grouped % group_size != 0:
-        raise ValueError(
-            f"per-process batch of {per_process} images (SOLVER.IMS_PER_BATCH = {ims_per_batch} / "
-            f"{world_size} processes) minus DATALOADER.NO_FINDING_PER_BATCH = {no_finding_per_batch} "
-            f"and DATALOADER.BOX_IMAGES_PER_BATCH = {box_images_per_batch} leaves {grouped} images, which is not a positive multiple of "
-            f"DATALOADER.CONCEPT_GROUP_SIZE = {group_size}: each process must get whole groups"
-        )
-    return grouped // group_size
 
 
 def _uniform_weights(counts: np.ndarray, power: float) -> np.ndarray:
@@ -114,6 +66,15 @@ CONCEPT_WEIGHTINGS: Dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     "uniform": _uniform_weights,
     "frequency": _frequency_weights,
 }
+
+
+def check_concept_sampling(concept_sampling: str) -> None:
+    """A ValueError naming the key unless `concept_sampling` is a key of CONCEPT_WEIGHTINGS."""
+    if concept_sampling not in CONCEPT_WEIGHTINGS:
+        raise ValueError(
+            f"DATALOADER.CONCEPT_SAMPLING = {concept_sampling!r} is unknown; choose one of "
+            f"{sorted(CONCEPT_WEIGHTINGS)}"
+        )
 
 
 class _ConceptPool:
@@ -188,11 +149,7 @@ class ConceptGroupSampler(Sampler):
         )
         self._no_finding_per_batch = int(no_finding_per_batch)
         self._box_images_per_batch = int(box_images_per_batch)
-        if concept_sampling not in CONCEPT_WEIGHTINGS:
-            raise ValueError(
-                f"DATALOADER.CONCEPT_SAMPLING = {concept_sampling!r} is unknown; choose one of "
-                f"{sorted(CONCEPT_WEIGHTINGS)}"
-            )
+        check_concept_sampling(concept_sampling)
         self._seed = int(comm.shared_random_seed() if seed is None else seed)
         self._index_dataset(dataset_dicts)
         counts = np.array([self._pools[c].size for c in self.concepts], dtype=np.int64)
@@ -206,7 +163,7 @@ class ConceptGroupSampler(Sampler):
         no_finding: List[int] = []
         boxed: List[int] = []
         for index, record in enumerate(dataset_dicts):
-            concepts = image_concepts(record)
+            concepts = image_labels(record)
             if not concepts:
                 no_finding.append(index)
             elif is_box_supervised(record):
@@ -281,16 +238,29 @@ class ConceptGroupSampler(Sampler):
                 yield batch
 
 
-def check_concept_group_config(cfg, world_size: Optional[int] = None) -> int:
-    """Config-time check of the concept-group batch layout; returns groups per process batch.
+def concept_group_sampler_config(cfg) -> dict:
+    """ConceptGroupSampler's batch layout and draw from cfg (DATALOADER.CONCEPT_*, NO_FINDING_PER_BATCH,
+    BOX_IMAGES_PER_BATCH, SOLVER.IMS_PER_BATCH): the one place the data layer reads them (the loader and
+    `check_concept_group_layout`); the loader adds the seed."""
+    loader = cfg.DATALOADER
+    return {
+        "group_size": loader.CONCEPT_GROUP_SIZE,
+        "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH,
+        "concept_sampling": loader.CONCEPT_SAMPLING,
+        "frequency_power": loader.CONCEPT_FREQUENCY_POWER,
+        "no_finding_per_batch": loader.NO_FINDING_PER_BATCH,
+        "box_images_per_batch": loader.BOX_IMAGES_PER_BATCH,
+    }
+
+
+def check_concept_group_layout(cfg, world_size: int) -> int:
+    """Config-time check of the concept-group batch layout for `world_size` processes, before any data is read;
+    returns groups per process batch.
 
     Raises ValueError when G < 2 or IMS_PER_BATCH / world_size - NO_FINDING_PER_BATCH - BOX_IMAGES_PER_BATCH
-    is not a positive multiple of G. Call it at setup, before any data is read.
+    is not a positive multiple of G, or CONCEPT_SAMPLING is unknown.
     """
-    return groups_per_batch(
-        cfg.SOLVER.IMS_PER_BATCH,
-        comm.get_world_size() if world_size is None else world_size,
-        cfg.DATALOADER.CONCEPT_GROUP_SIZE,
-        cfg.DATALOADER.NO_FINDING_PER_BATCH,
-        cfg.DATALOADER.BOX_IMAGES_PER_BATCH,
-    )
+    settings = concept_group_sampler_config(cfg)
+    check_concept_sampling(settings["concept_sampling"])
+    return groups_per_batch(settings["ims_per_batch"], world_size, settings["group_size"],
+                            settings["no_finding_per_batch"], settings["box_images_per_batch"])

@@ -22,7 +22,8 @@ import numpy as np
 from detectron2.utils import comm
 from torch.utils.data.sampler import Sampler
 
-from .samplers import NO_CONCEPT, ConceptGroupSampler
+from .concept_groups import NO_CONCEPT
+from .samplers import ConceptGroupSampler
 
 BOX_STREAM, CAPTION_STREAM = "box", "caption"
 STREAM_NAMES = (BOX_STREAM, CAPTION_STREAM)

@@ -16,7 +16,7 @@ import cv2
 from tqdm import tqdm
 
 from ..data.dicom import DEFAULT_LONG_SIDE
-from ..engine.launcher import build_cfg
+from ..config import build_cfg
 from .dicom_out import write_secondary_capture
 from ..numeric_args import long_side_problem, number_problem, problems_of
 from .inputs import collect_inputs, is_dicom, read_input_image

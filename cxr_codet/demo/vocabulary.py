@@ -1,8 +1,8 @@
 """The demo's vocabulary: a named one (a registered dataset, "vindr_cxr", "nih_cxr14") or custom finding names.
 
 Custom names are embedded as the model's training vocabulary was: a finding that has a description in
-datasets/metadata/finding_descriptions.json through that description (at MODEL.TEXT_ENCODER.DESCRIPTIONS
-granularity), any other name through MODEL.TEXT_ENCODER.PROMPT_TEMPLATE around the name itself.
+datasets/metadata/finding_descriptions.json through that description (at MODEL.PROMPTS.GRANULARITY
+granularity), any other name through MODEL.PROMPTS.TEMPLATE around the name itself.
 """
 import logging
 from typing import List, Optional, Sequence
@@ -61,7 +61,7 @@ def custom_vocabulary_embeddings(cfg, names: Sequence[str]) -> torch.Tensor:
     if described:
         rows.update(zip(described, build_class_embeddings(cfg, described, encoder=encoder)))
     if others:
-        template = cfg.MODEL.TEXT_ENCODER.PROMPT_TEMPLATE
+        template = cfg.MODEL.PROMPTS.TEMPLATE
         logger.warning("No finding description for %s: encoding %r around each name instead", others, template)
         rows.update(zip(others, embed_text_groups(encoder, [[apply_template(template, name)] for name in others])))
     return torch.stack([rows[name] for name in names]).float()

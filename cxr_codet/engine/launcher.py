@@ -1,5 +1,5 @@
-"""What tools/train_net.py runs: checks and launch (`run_train_net`), `launch` of its processes (also on CPU,
-joined by gloo), then in each process config setup and training or evaluation (`main`)."""
+"""What tools/train_net.py runs: the run's one config and its checks, then launch (`run_train_net`), `launch` of its
+processes (also on CPU, joined by gloo), then in each process the run setup and training or evaluation (`main`)."""
 import gc
 import logging
 import re
@@ -10,8 +10,6 @@ from typing import List, Optional
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import yaml
-from detectron2.config import get_cfg
 from detectron2.engine import default_setup
 from detectron2.engine import launch as detectron2_launch
 from detectron2.engine.launch import _find_free_port
@@ -19,13 +17,9 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..compat import apply
-from ..config import add_cxr_codet_config
 from ..data.build import check_test_images
-from ..data.samplers import check_concept_group_config
-from ..modeling.checkpoint_init import check_input_normalization
 from .checkpoint import AtomicDetectionCheckpointer
-from .startup import StartupError, build_parser, check_config_file, check_datasets, config_error, guarded
-from .startup import report_startup_error
+from .startup import StartupError, build_parser, guarded, report_startup_error, run_config
 from .trainer import CXRTrainer
 
 logger = logging.getLogger(__name__)
@@ -34,22 +28,6 @@ logger = logging.getLogger(__name__)
 _SETUP_ERRORS = (FileNotFoundError, KeyError, ValueError, AssertionError, OSError)
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 DEFAULT_TIMEOUT = timedelta(minutes=30)
-
-
-def build_cfg(config_file, opts=(), cpu=False):
-    """The frozen config from defaults, cxr-codet's keys, the YAML file and trailing KEY VALUE overrides.
-
-    A misspelt key in the file or the overrides fails here with detectron2's "Non-existent config
-    key" error naming it. The model runs on CPU when `cpu` is set or CUDA is absent.
-    """
-    cfg = get_cfg()
-    add_cxr_codet_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    if cpu or not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    return cfg
 
 
 class _PlainFormatter(logging.Formatter):
@@ -72,28 +50,23 @@ def _plain_log_files(output_dir: str) -> None:
                 handler.setFormatter(_PlainFormatter(handler.formatter))
 
 
-def setup_cfg(args):
-    """`build_cfg` from the command line (normalisation checked against the weights it loads), then detectron2's
-    run setup (output folder, logs, config dump, seed) and the logged torch thread count. A concept-group batch
-    layout that cannot work fails here, before any data is read."""
-    cfg = build_cfg(args.config_file, args.opts)
-    check_input_normalization(cfg)
-    if cfg.DATALOADER.SAMPLER_TRAIN == "ConceptGroupSampler" and not args.eval_only:
-        check_concept_group_config(cfg)
+def setup_run(args, cfg) -> None:
+    """detectron2's run setup in this process (output folder, logs, config dump, seeding from cfg.SEED + rank),
+    then the logged seed and torch thread count."""
     if cfg.OUTPUT_DIR:
         _plain_log_files(cfg.OUTPUT_DIR)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cxr_codet")
-    logger.info("torch CPU threads: %d (OMP_NUM_THREADS); on CPU a run with a fixed SEED repeats exactly only at "
-                "the same thread count", torch.get_num_threads())
-    return cfg
+    logger.info("SEED %d, torch CPU threads: %d (OMP_NUM_THREADS); on CPU a run with a fixed SEED repeats exactly "
+                "only at the same thread count", cfg.SEED, torch.get_num_threads())
 
 
-def main(args):
-    """Train (optionally resuming) or, with --eval-only, evaluate MODEL.WEIGHTS. Errors while setting up (config,
-    model, loaders with their image check, weights) are raised as one-line `StartupError`s."""
+def main(args, cfg):
+    """Train (optionally resuming) or, with --eval-only, evaluate MODEL.WEIGHTS, with the run's config `cfg`
+    (built once by `run_train_net`). Errors while setting up (model, loaders with their image check, weights) are
+    raised as one-line `StartupError`s."""
     try:
-        cfg = setup_cfg(args)
+        setup_run(args, cfg)
         if args.eval_only:
             model = CXRTrainer.build_model(cfg)
             AtomicDetectionCheckpointer(
@@ -117,18 +90,12 @@ def main(args):
 
 
 def run_train_net(argv: Optional[List[str]] = None) -> int:
-    """tools/train_net.py: parse, check the config and datasets, launch `main` in --num-gpus processes; returns
-    the exit status (2 for start-up errors, printed as one line unless --debug)."""
+    """tools/train_net.py: parse, build and check the run's config once (`startup.run_config`), launch `main` with
+    it in --num-gpus processes; returns the exit status (2 for start-up errors, printed as one line unless
+    --debug)."""
     args = build_parser().parse_args(argv)
     try:
-        check_config_file(args.config_file)
-        try:
-            cfg = build_cfg(args.config_file, args.opts)
-        except (KeyError, ValueError, AssertionError, TypeError, yaml.YAMLError) as e:
-            defaults = get_cfg()
-            add_cxr_codet_config(defaults)
-            raise config_error(e, defaults) from e
-        check_datasets(cfg)
+        cfg = run_config(args)
     except StartupError as e:
         if args.debug:
             raise
@@ -136,7 +103,7 @@ def run_train_net(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         launch(guarded, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(main, args))
+               dist_url=args.dist_url, args=(main, args, cfg))
     except SystemExit as e:  # one process (run in this one) stopped at start-up and said why
         return e.code
     except mp.ProcessExitedException as e:  # a spawned process stopped at start-up and said why

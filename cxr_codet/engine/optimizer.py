@@ -1,7 +1,9 @@
 """The optimizer (cfg.SOLVER.OPTIMIZER: SGD or AdamW) with per-parameter learning-rate multipliers.
 
-CoDet trains the similarity MLP at 0.1x the base LR; the multipliers generalise that: each entry
-[name_substring, factor] multiplies the LR of every parameter whose full name contains the substring.
+A module may carry its own LR factor as an `lr_multiplier` attribute (CoDet trains the similarity MLP at 0.1x
+the base LR: `CoOccurrenceHead.lr_multiplier`, from MODEL.CO_OCCURRENCE.LR_MULTIPLIER), which scales every
+parameter under it; SOLVER.LR_MULTIPLIERS entries [name_substring, factor] multiply the LR of every other
+parameter whose full name contains the substring.
 """
 import logging
 from collections import defaultdict
@@ -36,12 +38,29 @@ def parse_lr_multipliers(entries):
     return parsed
 
 
-def optimizer_param_groups(cfg, model):
-    """Parameter groups with the base LR times every matching multiplier, and norm-aware weight decay.
+def module_lr_multipliers(model):
+    """{parameter name: (module name, factor)} for the parameters under a module with an `lr_multiplier` attribute
+    (the outermost such module decides)."""
+    factors = {}
+    for module_name, module in model.named_modules():
+        factor = getattr(module, "lr_multiplier", None)
+        if factor is None:
+            continue
+        for name, _ in module.named_parameters(prefix=module_name):
+            factors.setdefault(name, (module_name, float(factor)))
+    return factors
 
-    Raises when a multiplier matches no trainable parameter, so a misspelt name cannot go unnoticed.
+
+def optimizer_param_groups(cfg, model):
+    """Parameter groups with the base LR times the module's own multiplier or every matching SOLVER.LR_MULTIPLIERS
+    entry, and norm-aware weight decay.
+
+    Raises when a SOLVER.LR_MULTIPLIERS entry matches no trainable parameter, so a misspelt name cannot go
+    unnoticed, or matches one whose module sets its own multiplier, which would apply two factors.
     """
     multipliers = parse_lr_multipliers(cfg.SOLVER.LR_MULTIPLIERS)
+    own = module_lr_multipliers(model)
+    own_hits = defaultdict(int)
     hits = defaultdict(int)
     norm_params = {
         id(p) for m in model.modules() if isinstance(m, _NORM_TYPES) for p in m.parameters(recurse=False)
@@ -51,8 +70,18 @@ def optimizer_param_groups(cfg, model):
         if not param.requires_grad:
             continue
         lr = cfg.SOLVER.BASE_LR
+        if name in own:
+            module_name, factor = own[name]
+            lr *= factor
+            own_hits[(module_name, factor)] += 1
         for substring, factor in multipliers:
             if substring in name:
+                if name in own:
+                    raise ValueError(
+                        f"SOLVER.LR_MULTIPLIERS entry {substring!r} matches {name}, whose module {own[name][0]} "
+                        f"sets its own LR multiplier ({own[name][1]:g}, e.g. MODEL.CO_OCCURRENCE.LR_MULTIPLIER): "
+                        "remove the entry"
+                    )
                 lr *= factor
                 hits[substring] += 1
         if id(param) in norm_params:
@@ -71,6 +100,8 @@ def optimizer_param_groups(cfg, model):
             f"SOLVER.LR_MULTIPLIERS names {unmatched} match no trainable parameter of "
             f"{type(model).__name__}"
         )
+    for (module_name, factor), count in own_hits.items():
+        logger.info("LR x%g for %d parameter tensors of %s (its lr_multiplier)", factor, count, module_name)
     for substring, factor in multipliers:
         logger.info("LR x%g for %d parameter tensors matching %r", factor, hits[substring], substring)
     return [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]

@@ -1,20 +1,27 @@
 """The command line of tools/train_net.py: help text, checks before any process starts, and start-up errors as
 one line a user can act on (exit status 2, no traceback unless --debug).
 
-Checked before launching: the config file (closest names under configs/ for a wrong path), config keys and
-values (closest key for a misspelling), and DATASETS.TRAIN/TEST (closest registered names, CXR datasets first).
-Errors while building the model, data loaders (e.g. bad images) or loading weights become `StartupError`s in
-`launcher.main`; errors during training keep their traceback. `launcher.run_train_net` puts it together.
+Checked before launching (`run_config`, which builds the run's one config): the config file (closest names under
+configs/ for a wrong path), config keys and values (closest key for a misspelling), and the checks that span
+components (`check_run_config`: DATASETS.TRAIN/TEST with the closest registered names, CXR datasets first, the
+input normalisation the weights expect, image-level-only images, the concept-group batch layout). Errors while
+building the model, data loaders (e.g. bad images) or loading weights become `StartupError`s in `launcher.main`;
+errors during training keep their traceback. `launcher.run_train_net` puts it together.
 """
 import argparse
 import difflib
 import sys
 from pathlib import Path
-from typing import Iterable, List
+from typing import List
 
 import yaml
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser
+from detectron2.modeling import META_ARCH_REGISTRY
+
+from ..config import build_cfg
+from ..data.samplers import check_concept_group_layout
+from ..modeling.input_normalization import check_input_normalization
 
 PROG = "train_net.py"
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -71,25 +78,55 @@ def check_config_file(config_file: str) -> None:
     raise StartupError(f"config file {config_file!r} does not exist{hint}")
 
 
-def config_error(error: Exception, cfg) -> StartupError:
-    """A StartupError for a failed merge of the YAML or the overrides (yacs' message, plus the closest key)."""
+def config_error(error: Exception) -> StartupError:
+    """A StartupError for a failed merge of the YAML or the overrides (yacs' message, with build_cfg's closest
+    key for a misspelt one)."""
     message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
     if isinstance(error, yaml.YAMLError):
         message = f"the config file is not valid YAML: {' '.join(str(error).split())}"
-    key = message.rsplit(": ", 1)[-1].strip() if "Non-existent" in message else None
-    if key:
-        close = difflib.get_close_matches(key, list(_config_keys(cfg)), n=1, cutoff=0.7)
-        if close:
-            message += f"; did you mean {close[0]}?"
     return StartupError(message)
 
 
-def _config_keys(node, prefix: str = "") -> Iterable[str]:
-    for name, value in node.items():
-        if isinstance(value, dict):
-            yield from _config_keys(value, f"{prefix}{name}.")
-        else:
-            yield f"{prefix}{name}"
+def run_config(args):
+    """The run's one config: the config file checked, built with the overrides (SEED resolved) and checked by
+    `check_run_config`; every problem is a StartupError."""
+    check_config_file(args.config_file)
+    try:
+        cfg = build_cfg(args.config_file, args.opts)
+    except (KeyError, ValueError, AssertionError, TypeError, yaml.YAMLError) as e:
+        raise config_error(e) from e
+    try:
+        check_run_config(cfg, training=not args.eval_only, world_size=args.num_gpus * args.num_machines)
+    except ValueError as e:
+        raise StartupError(str(e)) from e
+    return cfg
+
+
+def check_run_config(cfg, training: bool, world_size: int = 1) -> None:
+    """The checks that span components, made once before any process starts or any data is read: registered
+    datasets, the input normalisation the weights expect, and in training whether the model can learn from
+    image-level-only images and whether the concept-group batch layout fits the processes. Each component checks
+    its own settings in its from_config."""
+    check_datasets(cfg)
+    check_input_normalization(cfg)
+    if training:
+        check_image_level_only_support(cfg)
+        if cfg.DATALOADER.SAMPLER_TRAIN == "ConceptGroupSampler":
+            check_concept_group_layout(cfg, world_size)
+
+
+def check_image_level_only_support(cfg) -> None:
+    """Refuse to keep image-level-only training images for a meta-architecture that would read their missing boxes
+    as background (any without a true `trains_on_image_level_only` attribute, e.g. Faster R-CNN)."""
+    keeps = cfg.DATASETS.TRAIN_BOX_FRACTION < 1.0 and not cfg.DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY
+    architecture = cfg.MODEL.META_ARCHITECTURE
+    if keeps and not getattr(META_ARCH_REGISTRY.get(architecture), "trains_on_image_level_only", False):
+        raise ValueError(
+            f"DATASETS.TRAIN_BOX_FRACTION = {cfg.DATASETS.TRAIN_BOX_FRACTION} keeps image-level-only images, "
+            f"which {architecture} would train on as if they had no lesion; set "
+            "DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY True (it then trains on the box-annotated images only) or use "
+            "MODEL.META_ARCHITECTURE 'CXRCoDet'"
+        )
 
 
 def cxr_dataset_names() -> List[str]:
@@ -116,10 +153,11 @@ def check_datasets(cfg) -> None:
             )
 
 
-def guarded(main_func, args) -> object:
-    """Run `main_func(args)` in a training process; a StartupError prints one line and exits with status 2."""
+def guarded(main_func, args, *main_args) -> object:
+    """Run `main_func(args, *main_args)` in a training process; a StartupError prints one line and exits with
+    status 2."""
     try:
-        return main_func(args)
+        return main_func(args, *main_args)
     except StartupError as e:
         if args.debug:
             raise

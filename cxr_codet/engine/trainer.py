@@ -1,6 +1,7 @@
 """`CXRTrainer`: detectron2's DefaultTrainer wired to cxr-codet's loaders, evaluators and optimizer.
 
-Differences from DefaultTrainer: the CXR mapper and samplers, mixed precision on any device (engine/amp.py), evaluators chosen per dataset by
+Differences from DefaultTrainer: the data layer's loaders (the mapper each dataset's metadata names, the
+samplers), mixed precision on any device (engine/amp.py), evaluators chosen per dataset by
 `cxr_codet.evaluation.build_evaluator`, per-parameter LR multipliers, a DDP wrapper that also works on
 CPU (gloo), checkpoints written atomically, a test-time vocabulary per test dataset, and every
 evaluation written to `OUTPUT_DIR/eval_results.json`.
@@ -37,7 +38,6 @@ class CXRTrainer(DefaultTrainer):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
-        check_image_level_only_support(cfg, model)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model)
@@ -139,19 +139,6 @@ class CXRTrainer(DefaultTrainer):
         if len(results) == 1:
             results = list(results.values())[0]
         return results
-
-
-def check_image_level_only_support(cfg, model) -> None:
-    """Refuse to keep image-level-only training images for a model that would read their missing boxes
-    as background (any model without a true `trains_on_image_level_only` attribute, e.g. Faster R-CNN)."""
-    keeps = cfg.DATASETS.TRAIN_BOX_FRACTION < 1.0 and not cfg.DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY
-    if keeps and not getattr(_bare(model), "trains_on_image_level_only", False):
-        raise ValueError(
-            f"DATASETS.TRAIN_BOX_FRACTION = {cfg.DATASETS.TRAIN_BOX_FRACTION} keeps image-level-only images, "
-            f"which {type(_bare(model)).__name__} would train on as if they had no lesion; set "
-            "DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY True (it then trains on the box-annotated images only) or use "
-            "MODEL.META_ARCHITECTURE 'CXRCoDet'"
-        )
 
 
 def truncate_metrics(path: str, start_iter: int) -> int:

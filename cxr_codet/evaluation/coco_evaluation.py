@@ -1,9 +1,10 @@
-"""COCO-style box AP for chest X-ray findings, and the registry that picks a dataset's evaluator.
+"""COCO-style box AP for chest X-ray findings: CXRCOCOEvaluator, registered as the "coco" evaluator type.
 
 CXRCOCOEvaluator adds to detectron2's COCOEvaluator: per-class AP50 (and AP) for every class with
-ground truth, classes and size buckets without ground truth reported as missing (never 0 or NaN),
-size buckets by absolute or image-relative box area, and a per-class AP50 bar chart; beside them the
-chest X-ray metrics of detection_metrics (VOC-style mAP at one IoU, FROC and CPM) and an FROC chart.
+ground truth, classes and size buckets without ground truth left out (never 0 or NaN; results_io.py lists
+them in eval_results.json), size buckets by absolute or image-relative box area (size_buckets.py), and a
+per-class AP50 bar chart; beside them the chest X-ray metrics (VOC-style mAP at one IoU, FROC and CPM, and
+the FROC chart) of chest_xray_metrics.py.
 """
 import contextlib
 import io
@@ -12,7 +13,6 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 from detectron2.data import DatasetCatalog
@@ -25,56 +25,18 @@ from tabulate import tabulate
 
 from .. import compat
 from .build import EVALUATOR_REGISTRY
-from .detection_metrics import FROC_FP_RATES, HIT_CRITERIA, BoxSet, froc_by_class, mean_voc_average_precision
+from .chest_xray_metrics import ChestXrayMetrics
+from .detection_metrics import FROC_FP_RATES
 from .loader_ground_truth import ground_truth_as_loaded
-from .plots import plot_froc, plot_per_class_ap50
-from .results_io import PER_CLASS_AP50_PREFIX, with_missing_entries
+from .plots import plot_per_class_ap50
+from .results_io import NO_GROUND_TRUTH, PER_CLASS_AP50_PREFIX
+from .size_buckets import SIZE_BUCKET_NAMES, SIZE_BUCKETS, load_detections, with_relative_areas
 
 logger = logging.getLogger(__name__)
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the order of COCOeval.stats[:6]
-SIZE_BUCKET_NAMES = ("small", "medium", "large")  # pycocotools' areaRngLbl after "all"
-MISSING = "missing (no ground truth)"
-_UNBOUNDED = 1e5**2  # pycocotools' upper bound of the "all" and "large" area ranges
 
 _ANNOUNCED_PYCOCOTOOLS = False
-
-
-@dataclass(frozen=True)
-class SizeBuckets:
-    """Area ranges for pycocotools ("all", "small", "medium", "large") and how areas are measured."""
-
-    area_ranges: tuple
-    relative: bool
-    description: str
-
-
-def _absolute_size_buckets(relative_area_ranges):
-    """COCO's buckets: box areas in pixels of the stored image, split at 32^2 and 96^2."""
-    return SizeBuckets(
-        area_ranges=((0.0, _UNBOUNDED), (0.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, _UNBOUNDED)),
-        relative=False,
-        description="absolute box areas (small < 32^2 px, medium 32^2-96^2 px, large > 96^2 px)",
-    )
-
-
-def relative_size_buckets(relative_area_ranges):
-    """Buckets by box area / image area, split at the two given fractions."""
-    if len(relative_area_ranges) != 2 or not 0 < relative_area_ranges[0] < relative_area_ranges[1] <= 1:
-        raise ValueError(
-            "relative_area_ranges (TEST.RELATIVE_AREA_RANGES) must be two increasing fractions of the "
-            f"image area in (0, 1], the upper bounds of small and medium; got {relative_area_ranges!r}"
-        )
-    small, medium = (float(x) for x in relative_area_ranges)
-    return SizeBuckets(
-        area_ranges=((0.0, _UNBOUNDED), (0.0, small), (small, medium), (medium, _UNBOUNDED)),
-        relative=True,
-        description=(f"box area / image area (small < {small:g}, medium {small:g}-{medium:g}, "
-                     f"large > {medium:g})"),
-    )
-
-
-SIZE_BUCKETS = {"absolute": _absolute_size_buckets, "relative": relative_size_buckets}
 
 
 def _announce_pycocotools_once():
@@ -103,11 +65,8 @@ class CXRCOCOEvaluator(COCOEvaluator):
         if size_buckets not in SIZE_BUCKETS:
             raise ValueError(f"size_buckets (TEST.SIZE_BUCKETS) must be one of {sorted(SIZE_BUCKETS)}, "
                              f"got {size_buckets!r}")
-        _check_detection_metric_settings(voc_iou_threshold, froc_hit, froc_iou_threshold, froc_fp_rates)
-        self._voc_iou = float(voc_iou_threshold)
-        self._froc = dict(hit=froc_hit, iou_threshold=float(froc_iou_threshold),
-                          fp_rates=tuple(float(r) for r in froc_fp_rates))
-        self._plot_froc = plot_froc
+        self._chest_xray_metrics = ChestXrayMetrics(voc_iou_threshold, froc_hit, froc_iou_threshold, froc_fp_rates,
+                                                    plot_froc)
         self._buckets = SIZE_BUCKETS[size_buckets](tuple(relative_area_ranges))
         _announce_pycocotools_once()
         super().__init__(dataset_name, tasks=("bbox",), distributed=distributed, output_dir=output_dir,
@@ -165,72 +124,18 @@ class CXRCOCOEvaluator(COCOEvaluator):
             return
         coco_eval = self._run_coco_eval(coco_results, img_ids)
         results = self._derive_results(coco_eval)
-        results.update(self._chest_xray_metrics(coco_results, list(coco_eval.params.imgIds)))
+        image_ids = list(coco_eval.params.imgIds)
+        name_of = {self._dataset_id_of[c]: name for c, name in enumerate(self._class_names)}
+        results.update(self._chest_xray_metrics.compute(
+            self._evaluated_annotations(self._coco_api, image_ids), coco_results, image_ids, name_of,
+            self._dataset_name, self._plot_dir))
         self._results["bbox"] = results
         if self._plot_per_class_ap and self._plot_dir:
             path = os.path.join(self._plot_dir, f"per_class_ap50_{self._dataset_name}.png")
-            plot_per_class_ap50(with_missing_entries(self._results["bbox"], self._class_names), path,
+            plot_per_class_ap50(self._results["bbox"], path,
                                 title=f"Per-class AP50, {self._dataset_name}",
                                 class_names=self._class_names)
             logger.info(f"Wrote per-class AP50 chart to {path}")
-
-    def _chest_xray_metrics(self, coco_results, image_ids):
-        """Percent metrics of detection_metrics over `image_ids`: "mAP@<iou>" (VOC all-point AP averaged
-        over classes with ground truth) and "AP@<iou>-<class>"; "FROC-CPM" and "FROC-sens@<rate>" over all
-        findings pooled, "FROC-CPM-<class>" and "FROC-sens@<rate>-<class>" per finding. Classes without
-        ground truth get no entry. Writes froc_<dataset>.png when plotting is on."""
-        if not image_ids:
-            return {}
-        evaluated = set(image_ids)
-        gt_anns = self._evaluated_annotations(self._coco_api, image_ids)
-        gts = BoxSet.build([a["image_id"] for a in gt_anns], [_xyxy(a["bbox"]) for a in gt_anns],
-                           [a["category_id"] for a in gt_anns])
-        dt = [r for r in coco_results if r["image_id"] in evaluated]
-        dets = BoxSet.build([r["image_id"] for r in dt], [_xyxy(r["bbox"]) for r in dt],
-                            [r["category_id"] for r in dt], [r["score"] for r in dt])
-        name_of = {self._dataset_id_of[c]: name for c, name in enumerate(self._class_names)}
-        iou = f"{self._voc_iou:g}"
-        results = OrderedDict()
-        mean_ap, per_class_ap = mean_voc_average_precision(dets, gts, list(name_of), self._voc_iou)
-        if mean_ap is not None:
-            results[f"mAP@{iou}"] = 100 * mean_ap
-        for label, ap in per_class_ap.items():
-            if ap is not None:
-                results[f"AP@{iou}-{name_of[label]}"] = 100 * ap
-        frocs = froc_by_class(dets, gts, list(name_of), len(image_ids), **self._froc)
-        named = [("all findings", "", frocs.pop(None))] + [(name_of[k], f"-{name_of[k]}", v) for k, v in frocs.items()]
-        named = [(name, suffix, f) for name, suffix, f in named if f is not None]
-        for _, suffix, f in named:
-            results[f"FROC-CPM{suffix}"] = 100 * f.cpm
-            for rate, sensitivity in zip(f.fp_rates, f.sensitivity_at):
-                results[f"FROC-sens@{rate:g}{suffix}"] = 100 * sensitivity
-        self._log_chest_xray_metrics(named, per_class_ap, name_of, mean_ap)
-        if self._plot_froc and self._plot_dir and named:
-            path = os.path.join(self._plot_dir, f"froc_{self._dataset_name}.png")
-            plot_froc({name: (f.fp_per_image, f.sensitivity, f.cpm) for name, _, f in named}, path,
-                      title=f"FROC ({self._froc_rule()}), {self._dataset_name}", fp_rates=self._froc["fp_rates"])
-            logger.info(f"Wrote FROC chart to {path}")
-        return results
-
-    def _froc_rule(self):
-        if self._froc["hit"] == "iou":
-            return f"hit: IoU >= {self._froc['iou_threshold']:g}"
-        return "hit: box centre inside a ground-truth box"
-
-    def _log_chest_xray_metrics(self, named_frocs, per_class_ap, name_of, mean_ap):
-        """Log mAP@<iou> and the FROC sensitivities (percent) per finding and overall."""
-        rates = self._froc["fp_rates"]
-        ap_of = {name_of[k]: ap for k, ap in per_class_ap.items()}
-        ap_of["all findings"] = mean_ap
-        rows = [
-            (name, MISSING if ap_of.get(name) is None else f"{100 * ap_of[name]:.2f}", f"{100 * f.cpm:.2f}",
-             *(f"{100 * s:.1f}" for s in f.sensitivity_at))
-            for name, _, f in named_frocs
-        ]
-        logger.info(f"VOC mAP@{self._voc_iou:g} (all-point) and FROC ({self._froc_rule()}; sensitivity in % at "
-                    f"false positives per image) of '{self._dataset_name}':\n"
-                    + tabulate(rows, headers=["finding", f"AP@{self._voc_iou:g}", "CPM", *(f"{r:g}" for r in rates)],
-                               tablefmt="pipe", disable_numparse=True))
 
     def _to_dataset_id(self, contiguous_id):
         if contiguous_id not in self._dataset_id_of:
@@ -311,12 +216,12 @@ class CXRCOCOEvaluator(COCOEvaluator):
 
     def _log_results(self, results, per_class, image_ids):
         """Log the COCO metrics (with the evaluation resolution) and a per-class AP50/AP table."""
-        standard = {m: (f"{results[m]:.3f}" if m in results else MISSING) for m in COCO_METRICS}
+        standard = {m: (f"{results[m]:.3f}" if m in results else NO_GROUND_TRUTH) for m in COCO_METRICS}
         logger.info(f"Box AP of '{self._dataset_name}' in percent; {self._resolution_note(image_ids)}:\n"
                     + create_small_table(standard))
         gt_counts = self._ground_truth_counts(image_ids)
         rows = [
-            (name, gt_counts.get(name, 0), MISSING if ap50 is None else f"{ap50:.3f}",
+            (name, gt_counts.get(name, 0), NO_GROUND_TRUTH if ap50 is None else f"{ap50:.3f}",
              "" if ap is None else f"{ap:.3f}")
             for name, ap50, ap in per_class
         ]
@@ -357,25 +262,6 @@ class CXRCOCOEvaluator(COCOEvaluator):
         ]
 
 
-def _xyxy(bbox):
-    """COCO [x, y, w, h] -> [x0, y0, x1, y1]."""
-    x, y, w, h = (float(v) for v in bbox)
-    return [x, y, x + w, y + h]
-
-
-def _check_detection_metric_settings(voc_iou_threshold, froc_hit, froc_iou_threshold, froc_fp_rates):
-    """Reject settings the chest X-ray metrics cannot use, naming the config key."""
-    for key, value in (("TEST.VOC_IOU_THRESHOLD", voc_iou_threshold), ("TEST.FROC.IOU_THRESHOLD", froc_iou_threshold)):
-        if not 0 < value <= 1:
-            raise ValueError(f"{key} must be an IoU in (0, 1], got {value!r}")
-    if froc_hit not in HIT_CRITERIA:
-        raise ValueError(f"TEST.FROC.HIT_CRITERION must be one of {list(HIT_CRITERIA)}, got {froc_hit!r}")
-    rates = list(froc_fp_rates)
-    if not rates or any(r <= 0 for r in rates) or rates != sorted(set(rates)):
-        raise ValueError("TEST.FROC.FP_RATES must be positive, increasing false-positive rates per image, "
-                         f"got {rates!r}")
-
-
 def _thing_classes(dataset_name, metadata):
     """The dataset's class names. detectron2-style loaders set thing_classes and the category id map
     on first load, so the dataset is loaded once if either is still missing."""
@@ -395,35 +281,6 @@ def _contiguous_to_dataset_ids(metadata, num_classes):
     if not mapping:
         return {c: c for c in range(num_classes)}
     return {contiguous: dataset_id for dataset_id, contiguous in mapping.items()}
-
-
-def _image_area(coco, image_id):
-    img = coco.imgs[image_id]
-    return float(img["width"]) * float(img["height"])
-
-
-def load_detections(coco_gt, coco_results, relative_areas=False):
-    """COCO results (a non-empty list of dicts) as a COCO object over `coco_gt`'s images; with `relative_areas`,
-    their areas are fractions of their image's area, as relative size buckets expect."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes([dict(r) for r in coco_results])
-    if relative_areas:
-        for ann in coco_dt.anns.values():
-            ann["area"] = ann["area"] / _image_area(coco_gt, ann["image_id"])
-    return coco_dt
-
-
-def with_relative_areas(coco):
-    """A copy of ground truth whose annotation areas are fractions of their image's area."""
-    relative = COCO()
-    relative.dataset = dict(coco.dataset)
-    relative.dataset["annotations"] = [
-        dict(ann, area=ann["area"] / _image_area(coco, ann["image_id"]))
-        for ann in coco.dataset["annotations"]
-    ]
-    with contextlib.redirect_stdout(io.StringIO()):
-        relative.createIndex()
-    return relative
 
 
 @EVALUATOR_REGISTRY.register()

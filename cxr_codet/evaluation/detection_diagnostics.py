@@ -18,9 +18,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..numeric_args import refuse
-from .coco_evaluation import load_detections, relative_size_buckets, with_relative_areas
+from .size_buckets import load_detections, relative_size_buckets, with_relative_areas
 
 SATURATED_SCORE = 0.999999
+DESCRIPTION = ("Where a run loses AP: per size bucket (share of image area) AP50 / AP75 with and without classes, "
+               "the number of ground-truth boxes behind each bucket, and score saturation.")
 
 
 def _evaluate(coco_gt: COCO, coco_dt: COCO, area_ranges: Sequence, use_categories: bool) -> np.ndarray:
@@ -89,9 +91,9 @@ def format_diagnostics(result: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """tools/detection_diagnostics.py: the diagnostics of one or more runs' results against a test set's COCO json."""
+    """The command line of tools/detection_diagnostics.py: a markdown report per results file."""
     parser = argparse.ArgumentParser(
-        prog="detection_diagnostics.py", description=__doc__.split("\n\n")[0],
+        prog="detection_diagnostics.py", description=DESCRIPTION,
         epilog="example: tools/detection_diagnostics.py datasets/cxr_phantom/v2_n200_s256_seed1/annotations.json "
         "output/run/inference/cxr_phantom_val/coco_instances_results.json")
     parser.add_argument("gt_json", help="the test set's COCO json")

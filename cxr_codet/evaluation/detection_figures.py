@@ -7,14 +7,20 @@ chosen one per finding (the first, by image id, that has a box of it and was not
 of the split shows once. Detections are the COCO results file the evaluator writes
 (`inference/<dataset>/coco_instances_results.json`, dataset category ids, XYWH boxes).
 """
+import argparse
+import json
 import os
 from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..data.image_io import read_gray
+from ..numeric_args import number_problem, refuse
+
+DESCRIPTION = "Ground truth and predictions side by side on a few test images, one per finding (one PNG)."
 
 GT_COLOR = (0, 200, 0)  # BGR
 HIT_COLOR = (255, 255, 0)
@@ -128,3 +134,37 @@ def save_detection_figure(path: str, figure: np.ndarray) -> str:
     if not cv2.imwrite(path, figure):
         raise OSError(f"could not write {path}")
     return path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line of tools/visualize_detections.py."""
+    parser = argparse.ArgumentParser(prog="visualize_detections.py", description=DESCRIPTION)
+    parser.add_argument("--dataset", required=True, help="registered test dataset the results are of")
+    parser.add_argument("--results", required=True, help="coco_instances_results.json written by the evaluator")
+    parser.add_argument("--output", required=True, help="PNG to write")
+    parser.add_argument("--per-finding", type=int, default=1, help="images per finding (default 1)")
+    parser.add_argument("--max-detections", type=int, default=3, help="highest-scored detections drawn per image")
+    parser.add_argument("--min-score", type=float, default=0.0, help="detections below this score are not drawn")
+    parser.add_argument("--hit-iou", type=float, default=0.4, help="IoU with a same-finding box that counts as a hit")
+    args = parser.parse_args(argv)
+    refuse("visualize_detections.py", [
+        number_problem("--per-finding", args.per_finding, low=1),
+        number_problem("--max-detections", args.max_detections, low=1),
+        number_problem("--min-score", args.min_score, low=0, high=1),
+        number_problem("--hit-iou", args.hit_iou, low=0, high=1, low_open=True),
+    ])
+    if args.dataset not in DatasetCatalog.list():
+        parser.error(f"--dataset {args.dataset!r} is not a registered dataset")
+    try:
+        with open(args.results, encoding="utf-8") as f:
+            results = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        parser.error(f"--results {args.results}: cannot read it as JSON ({e})")
+    metadata = MetadataCatalog.get(args.dataset)
+    records = DatasetCatalog.get(args.dataset)
+    chosen = choose_images(records, len(metadata.thing_classes), args.per_finding)
+    figure = detection_rows(
+        chosen, detections_by_image(results, getattr(metadata, "thing_dataset_id_to_contiguous_id", None)),
+        metadata.thing_classes, max_detections=args.max_detections, min_score=args.min_score, hit_iou=args.hit_iou)
+    print(f"Wrote {save_detection_figure(args.output, figure)} ({len(chosen)} images)")
+    return 0

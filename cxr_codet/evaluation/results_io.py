@@ -18,6 +18,7 @@ CLASSES_WITHOUT_GT_KEY = "classes_without_ground_truth"
 SIZE_BUCKETS_WITHOUT_GT_KEY = "size_buckets_without_ground_truth"
 SIZE_BUCKET_METRICS = ("APs", "APm", "APl")
 PER_CLASS_AP50_PREFIX = "AP50-"
+NO_GROUND_TRUTH = "missing (no ground truth)"  # how logs print a metric the split has no ground truth for
 _LIST_KEYS = (CLASSES_WITHOUT_GT_KEY, SIZE_BUCKETS_WITHOUT_GT_KEY)
 
 

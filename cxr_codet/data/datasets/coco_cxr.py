@@ -26,7 +26,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..classes import VINDR_CXR_CLASSES
-from ..samplers import BOX_SUPERVISED
+from ..box_supervision import BOX_SUPERVISED
 
 logger = logging.getLogger(__name__)
 

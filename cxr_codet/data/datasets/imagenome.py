@@ -210,6 +210,7 @@ def register_imagenome_comparisons(name: str, comparisons_file: str, boxes_file:
         comparisons_file, boxes_file, image_root, image_extension=image_extension))
     MetadataCatalog.get(name).set(
         evaluator_type="progression",
+        mapper="image_pair",  # both images of a record, the data layer's ImagePairMapper
         progression_labels=list(PROGRESSION_LABELS),
         comparisons_file=comparisons_file,
         boxes_file=boxes_file,

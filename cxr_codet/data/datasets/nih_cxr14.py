@@ -28,7 +28,7 @@ from PIL import Image
 
 from ..classes import NIH_CXR14_BBOX_CLASSES
 from ..descriptions import GRANULARITIES, compose_caption
-from ..samplers import BOX_SUPERVISED
+from ..box_supervision import BOX_SUPERVISED
 from ..text_files import read_utf8_csv
 
 logger = logging.getLogger(__name__)

@@ -272,6 +272,7 @@ def register_cxr_phantom_pairs(name: str, root: str, num_pairs: int, image_size:
     DatasetCatalog.register(name, lambda: load_cxr_phantom_pairs(root, num_pairs, image_size, seed))
     MetadataCatalog.get(name).set(
         evaluator_type="progression",
+        mapper="image_pair",  # both images of a record, the data layer's ImagePairMapper
         progression_labels=list(PROGRESSION_LABELS),
         region_names=list(REGION_NAMES),
         phantom_pair_params={"num_pairs": num_pairs, "image_size": image_size, "seed": seed},

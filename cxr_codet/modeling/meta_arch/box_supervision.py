@@ -10,10 +10,12 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from detectron2.modeling.proposal_generator import RPN
 
+from ...data.box_supervision import is_box_supervised
+
 
 def box_supervised_mask(batched_inputs: Sequence[dict]) -> Optional[List[bool]]:
     """Per image, whether it has box supervision; None when every image has (the plain, unmasked path)."""
-    mask = [bool(x.get("box_supervised", True)) for x in batched_inputs]
+    mask = [is_box_supervised(x) for x in batched_inputs]
     return None if all(mask) else mask
 
 

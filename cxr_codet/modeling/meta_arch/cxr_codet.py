@@ -14,12 +14,11 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.utils.events import get_event_storage
 
+from ...data.concept_groups import concept_groups_from_batch
 from ..roi_heads.co_occurrence_branch import CoOccurrenceBranchMixin
-from ..roi_heads.similarity_head import check_concept_group_size
 from ..vocabulary import ClassNameEncoder
 from ..vocabulary import training_class_names as read_training_class_names
 from .box_supervision import box_supervised_mask, rpn_forward
-from .concept_groups import concept_groups_from_batch
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +34,12 @@ class CXRCoDet(GeneralizedRCNN):
     def __init__(
         self,
         *,
-        concept_group_size: int = 0,
         class_name_encoder=None,
         training_class_names: Sequence[str] = (),
         **kwargs,
     ):
         """
         Args:
-            concept_group_size: G of the concept-group loader; 0 when the co-occurrence branch is off.
             class_name_encoder: callable list[str] -> [C, D] text embeddings (`ClassNameEncoder`), used by
                 `set_test_vocabulary` with class names; kept outside the module tree (no parameters).
             training_class_names: names of the training vocabulary; `set_test_vocabulary` with exactly
@@ -55,18 +52,16 @@ class CXRCoDet(GeneralizedRCNN):
                 f"MODEL.META_ARCHITECTURE CXRCoDet needs CXR-CoDet ROI heads (MODEL.ROI_HEADS.NAME "
                 f"'CXRCoDetROIHeads' or 'CXRCoDetRes5ROIHeads'), got {type(self.roi_heads).__name__}"
             )
-        if self.roi_heads.co_occurrence is not None:
-            check_concept_group_size(concept_group_size)
-        self.concept_group_size = int(concept_group_size)
+        # G of the concept groups, as the co-occurrence head was built for (0 when the branch is off).
+        head = self.roi_heads.co_occurrence
+        self.concept_group_size = 0 if head is None else head.group_size
         self._class_name_encoder = class_name_encoder
         self.training_class_names = list(training_class_names)
         self._warned_no_groups = False
 
     @classmethod
     def from_config(cls, cfg):
-        ret = super().from_config(cfg)  # the ROI heads refuse a CONCEPT_GROUP_SIZE below 2
-        on = cfg.MODEL.ROI_BOX_HEAD.CO_OCCURRENCE_ON
-        ret["concept_group_size"] = cfg.DATALOADER.CONCEPT_GROUP_SIZE if on else 0
+        ret = super().from_config(cfg)  # the ROI heads' co-occurrence head refuses a CONCEPT_GROUP_SIZE below 2
         ret["class_name_encoder"] = ClassNameEncoder(cfg)
         ret["training_class_names"] = read_training_class_names(cfg)
         return ret

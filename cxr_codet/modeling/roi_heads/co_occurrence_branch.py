@@ -10,20 +10,21 @@ import torch
 from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
 
-from .similarity_head import CoOccurrenceHead
+from .co_occurrence_head import CoOccurrenceHead
 
 
 def build_co_occurrence_head(cfg) -> Optional[CoOccurrenceHead]:
-    """The co-occurrence head from cfg.MODEL.ROI_BOX_HEAD.* and DATALOADER.CONCEPT_GROUP_SIZE, or None when off."""
-    box_head = cfg.MODEL.ROI_BOX_HEAD
-    if not box_head.CO_OCCURRENCE_ON:
+    """The co-occurrence head from cfg.MODEL.CO_OCCURRENCE and DATALOADER.CONCEPT_GROUP_SIZE, or None when off."""
+    section = cfg.MODEL.CO_OCCURRENCE
+    if not section.ENABLED:
         return None
     return CoOccurrenceHead(
-        num_proposals=box_head.WS_NUM_PROPS,
+        num_proposals=section.NUM_PROPOSALS,
         group_size=cfg.DATALOADER.CONCEPT_GROUP_SIZE,
-        use_text_guidance=box_head.USE_TEXT_GUIDANCE,
-        loss_weight=box_head.IMAGE_LOSS_WEIGHT,
-        mask_other_findings=box_head.MASK_OTHER_FINDINGS,
+        use_text_guidance=section.TEXT_GUIDANCE,
+        loss_weight=section.LOSS_WEIGHT,
+        mask_other_findings=section.MASK_OTHER_FINDINGS,
+        lr_multiplier=section.LR_MULTIPLIER,
     )
 
 

@@ -18,6 +18,7 @@ from .class_embeddings import (
     split_sentences,
 )
 from .embedding_cache import EmbeddingCache
+from .frozen_features import FrozenTextFeatures, TextLevels
 from .open_clip_backend import OpenCLIPTextEncoder
 from .precomputed import PrecomputedTextEncoder, load_class_embeddings
 from .sentence_transformers_backend import SentenceTransformersTextEncoder, bundled_minilm_path
@@ -28,6 +29,7 @@ from .word_features import ReportEmbeddings, TokenEmbeddings, pool_sentences_and
 __all__ = [
     "DEFAULT_TEMPLATE",
     "EmbeddingCache",
+    "FrozenTextFeatures",
     "GRANULARITIES",
     "OpenCLIPTextEncoder",
     "PrecomputedTextEncoder",
@@ -35,6 +37,7 @@ __all__ = [
     "SentenceTransformersTextEncoder",
     "TEXT_ENCODER_REGISTRY",
     "TextEncoder",
+    "TextLevels",
     "TokenEmbeddings",
     "TransformersTextEncoder",
     "apply_template",

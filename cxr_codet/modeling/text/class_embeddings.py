@@ -44,7 +44,7 @@ def class_texts(class_names: Sequence[str], granularity: str = "elaborate",
     """Per class, the texts to embed (see module docstring for the two granularities)."""
     if granularity not in GRANULARITIES:
         raise ValueError(
-            f"MODEL.TEXT_ENCODER.DESCRIPTIONS / granularity must be one of {GRANULARITIES}, got {granularity!r}"
+            f"MODEL.PROMPTS.GRANULARITY / granularity must be one of {GRANULARITIES}, got {granularity!r}"
         )
     from cxr_codet.data.descriptions import class_prompts
 
@@ -83,15 +83,15 @@ def build_class_embeddings(cfg, class_names: Sequence[str], encoder: Optional[Te
     """[C, D] L2-normalised class embeddings as cfg.MODEL.TEXT_ENCODER asks: from CLASS_EMBEDDINGS_PATH if set,
     else from CACHE_DIR if it holds them, else encoded with `encoder` (built from cfg when None) and cached.
     A given `encoder` must be the one cfg describes: the cache is keyed by cfg's spec."""
-    section = cfg.MODEL.TEXT_ENCODER
+    section, prompts = cfg.MODEL.TEXT_ENCODER, cfg.MODEL.PROMPTS
     if section.CLASS_EMBEDDINGS_PATH:
         logger.info("Class text embeddings from %s", section.CLASS_EMBEDDINGS_PATH)
         return F.normalize(load_class_embeddings(section.CLASS_EMBEDDINGS_PATH, len(class_names)), dim=-1)
     spec = text_encoder_spec(cfg)
     if not text_encoder_backend(spec["backend"]).ENCODES_TEXT:
         encoder = encoder or build_text_encoder_from_spec(**spec)
-        return encode_class_names(encoder, class_names, section.DESCRIPTIONS, section.PROMPT_TEMPLATE)
-    groups = class_texts(class_names, section.DESCRIPTIONS, section.PROMPT_TEMPLATE)
+        return encode_class_names(encoder, class_names, prompts.GRANULARITY, prompts.TEMPLATE)
+    groups = class_texts(class_names, prompts.GRANULARITY, prompts.TEMPLATE)
     cache = EmbeddingCache(section.CACHE_DIR) if section.CACHE_DIR else None
     identity = cache_identity(spec, groups)
     cached = cache.load(identity) if cache else None

@@ -126,34 +126,35 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--class-names", help='comma-separated class names, e.g. "Atelectasis,Cardiomegaly"')
     source.add_argument("--captions", help="COCO JSON whose images carry 'caption' / 'captions'; embeds every caption")
     parser.add_argument("--granularity", choices=("elaborate", "unelaborate"),
-                        help="class description / caption granularity (default: MODEL.TEXT_ENCODER.DESCRIPTIONS)")
+                        help="class description / caption granularity (default: MODEL.PROMPTS.GRANULARITY)")
     parser.add_argument("--template",
                         help='prompt template for unelaborate class names, e.g. "a chest x-ray showing {}."')
     parser.add_argument("--output", required=True, help="output file, .npy or .pt")
     return parser
 
 
-_FLAG_TO_KEY = {"backend": "BACKEND", "name": "NAME", "pretrained": "PRETRAINED", "pooling": "POOLING",
-                "max_length": "MAX_LENGTH", "batch_size": "BATCH_SIZE", "device": "DEVICE",
-                "granularity": "DESCRIPTIONS", "template": "PROMPT_TEMPLATE"}
+# Command-line flag -> (config section, key) it overrides.
+_FLAG_TO_KEY = {"backend": ("TEXT_ENCODER", "BACKEND"), "name": ("TEXT_ENCODER", "NAME"),
+                "pretrained": ("TEXT_ENCODER", "PRETRAINED"), "pooling": ("TEXT_ENCODER", "POOLING"),
+                "max_length": ("TEXT_ENCODER", "MAX_LENGTH"), "batch_size": ("TEXT_ENCODER", "BATCH_SIZE"),
+                "device": ("TEXT_ENCODER", "DEVICE"), "granularity": ("PROMPTS", "GRANULARITY"),
+                "template": ("PROMPTS", "TEMPLATE")}
 
 
 def text_encoder_config(args: argparse.Namespace):
-    """cfg with MODEL.TEXT_ENCODER from --config-file (or defaults), overridden by the flags that were given."""
-    from detectron2.config import get_cfg
+    """cfg with MODEL.TEXT_ENCODER and MODEL.PROMPTS from --config-file (or defaults), overridden by the flags that
+    were given."""
+    from cxr_codet.config import default_cfg
 
-    from cxr_codet.config import add_cxr_codet_config
-
-    cfg = get_cfg()
-    add_cxr_codet_config(cfg)
+    cfg = default_cfg()
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     section = cfg.MODEL.TEXT_ENCODER
     if args.backend is not None and args.backend != section.BACKEND and args.name is None:
         section.NAME, section.PRETRAINED = "", ""
-    for flag, key in _FLAG_TO_KEY.items():
+    for flag, (section_name, key) in _FLAG_TO_KEY.items():
         if getattr(args, flag) is not None:
-            section[key] = getattr(args, flag)
+            cfg.MODEL[section_name][key] = getattr(args, flag)
     return cfg
 
 
@@ -162,9 +163,9 @@ def main(argv: Optional[Sequence[str]] = None) -> torch.Tensor:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     cfg = text_encoder_config(args)
-    section = cfg.MODEL.TEXT_ENCODER
+    prompts = cfg.MODEL.PROMPTS
     if args.captions:
-        return dump_caption_embeddings(build_text_encoder(cfg), args.captions, args.output, section.DESCRIPTIONS)
+        return dump_caption_embeddings(build_text_encoder(cfg), args.captions, args.output, prompts.GRANULARITY)
     class_names = resolve_vocabulary(args.vocabulary) if args.vocabulary else parse_class_names(args.class_names)
-    return dump_class_embeddings(build_text_encoder(cfg), class_names, args.output, section.DESCRIPTIONS,
-                                 section.PROMPT_TEMPLATE)
+    return dump_class_embeddings(build_text_encoder(cfg), class_names, args.output, prompts.GRANULARITY,
+                                 prompts.TEMPLATE)
