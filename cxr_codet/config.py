@@ -162,7 +162,7 @@ def add_cxr_codet_config(cfg):
     _add_text_encoder_config(cfg)
     _add_prompts_config(cfg)
     _add_cxr_codet_model_config(cfg)
-    _add_co_occurrence_config(cfg)
+    _add_image_level_losses_config(cfg)
     _add_localization_maps_config(cfg)
     _add_image_text_models_config(cfg)
     _add_solver_config(cfg)
@@ -200,6 +200,16 @@ def _add_sampler_config(cfg):
     # Box-annotated images with findings (concept_id -1, box losses only) per process batch, counted in
     # IMS_PER_BATCH: keeps box supervision in every batch when DATASETS.TRAIN_BOX_FRACTION is small.
     cfg.DATALOADER.BOX_IMAGES_PER_BATCH = 0
+    # SAMPLER_TRAIN "TwoStreamSampler" (CoDet/Detic's multi-dataset loader, data/streams.py): relative frequency of
+    # box and caption iterations (box, caption); CoDet and the paper: [1, 4].
+    cfg.DATALOADER.DATASET_RATIO = [1, 1]
+    # Per-process images of a box batch and of a caption batch (CoDet's DATASET_BS with USE_DIFF_BS_SIZE: then
+    # SOLVER.IMS_PER_BATCH is not used); a caption batch holds whole concept groups.
+    cfg.DATALOADER.DATASET_BS = [8, 8]
+    # Training shortest-edge sizes per stream (box, caption); [] = INPUT.MIN_SIZE_TRAIN.
+    cfg.DATALOADER.DATASET_MIN_SIZES = [[], []]
+    # Training longest-edge caps per stream (box, caption); 0 = INPUT.MAX_SIZE_TRAIN.
+    cfg.DATALOADER.DATASET_MAX_SIZES = [0, 0]
 
 
 def _add_backbone_config(cfg):
@@ -290,7 +300,7 @@ def _add_cxr_codet_model_config(cfg):
     cfg.MODEL.TRUST_CHECKPOINT_CODE = False
 
 
-def _add_co_occurrence_config(cfg):
+def _add_image_level_losses_config(cfg):
     co = cfg.MODEL.CO_OCCURRENCE = CN()
     # Train CXR-CoDet's co-occurrence branch (CoDet's similarity in concept groups + MLP, "loss_cooccurrence");
     # False: box losses only.
@@ -305,6 +315,23 @@ def _add_co_occurrence_config(cfg):
     co.LOSS_WEIGHT = 0.1
     # Learning-rate multiplier of the branch's similarity MLP (CoDet and the paper: 0.1); nothing to scale when off.
     co.LR_MULTIPLIER = 0.1
+    caption = cfg.MODEL.CAPTION_LOSS = CN()
+    # Train Detic's caption loss on the caption stream (TwoStreamSampler): the whole-image box feature against the
+    # batch's caption embeddings (frozen text encoder), "loss_caption".
+    caption.ENABLED = False
+    # Weight of "loss_caption"; 0.1 = Detic's IMAGE_LOSS_WEIGHT 0.1 x CAPTION_WEIGHT 1.0 (CoDet's OV-COCO configs).
+    caption.LOSS_WEIGHT = 0.1
+    # Weight of the negative captions' terms (Detic: 1 within a process's batch; 0.125 with SYNC_CAPTION_BATCH).
+    caption.NEGATIVE_WEIGHT = 1.0
+    # Which caption of an image: its "captions" entry of this granularity ("elaborate"/"unelaborate"), else "caption".
+    caption.GRANULARITY = "unelaborate"
+    max_size = cfg.MODEL.MAX_SIZE_LOSS = CN()
+    # Train Detic's max-size image-label loss on the caption stream: each image label on its largest proposal.
+    max_size.ENABLED = False
+    # Weight of "loss_max_size" (Detic's IMAGE_LOSS_WEIGHT: 0.1).
+    max_size.LOSS_WEIGHT = 0.1
+    # Top proposals by objectness among which the largest is taken (Detic's WS_NUM_PROPS: 128).
+    max_size.NUM_PROPOSALS = 128
 
 
 def _add_localization_maps_config(cfg):

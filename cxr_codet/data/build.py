@@ -34,6 +34,7 @@ from .image_check import Resize, check_images
 from .image_pairs import ImagePairMapper
 from .mapper import CXRDatasetMapper
 from .samplers import ConceptGroupSampler, concept_group_sampler_config
+from .streams import build_two_stream_loader
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 MAPPERS: Dict[str, Callable] = {"cxr": CXRDatasetMapper, "image_pair": ImagePairMapper}
 DEFAULT_MAPPER = "cxr"
 
-# cfg.DATALOADER.SAMPLER_TRAIN -> function(cfg, dataset_dicts, mapper) returning the training loader.
+# cfg.DATALOADER.SAMPLER_TRAIN -> function(cfg, dataset_dicts, mapper, train_caption_stream) returning the loader.
 TRAIN_LOADER_BUILDERS: Dict[str, Callable] = {}
 
 # Image checks this process made: (dataset names, file names, SKIP_BAD_IMAGES) -> file names of the images skipped.
@@ -84,13 +85,13 @@ def _standard_loader(cfg, dataset_dicts, mapper, sampler, aspect_ratio_grouping=
 
 
 @register_train_loader("TrainingSampler")
-def _training_sampler_loader(cfg, dataset_dicts, mapper):
+def _training_sampler_loader(cfg, dataset_dicts, mapper, train_caption_stream=False):
     sampler = TrainingSampler(len(dataset_dicts), seed=run_seed(cfg))
     return _standard_loader(cfg, dataset_dicts, mapper, sampler)
 
 
 @register_train_loader("PairTrainingSampler")
-def _deprecated_pair_training_loader(cfg, dataset_dicts, mapper):
+def _deprecated_pair_training_loader(cfg, dataset_dicts, mapper, train_caption_stream=False):
     """The deprecated name of the image-pair loader: TrainingSampler without aspect-ratio grouping (the pair
     mapper now comes from the datasets' metadata)."""
     logger.warning("DATALOADER.SAMPLER_TRAIN 'PairTrainingSampler' is deprecated: use 'TrainingSampler' with "
@@ -100,7 +101,7 @@ def _deprecated_pair_training_loader(cfg, dataset_dicts, mapper):
 
 
 @register_train_loader("RepeatFactorTrainingSampler")
-def _repeat_factor_loader(cfg, dataset_dicts, mapper):
+def _repeat_factor_loader(cfg, dataset_dicts, mapper, train_caption_stream=False):
     repeat_factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
         dataset_dicts, cfg.DATALOADER.REPEAT_THRESHOLD
     )
@@ -109,7 +110,7 @@ def _repeat_factor_loader(cfg, dataset_dicts, mapper):
 
 
 @register_train_loader("RandomSubsetTrainingSampler")
-def _random_subset_loader(cfg, dataset_dicts, mapper):
+def _random_subset_loader(cfg, dataset_dicts, mapper, train_caption_stream=False):
     seed = run_seed(cfg)
     sampler = RandomSubsetTrainingSampler(
         len(dataset_dicts), cfg.DATALOADER.RANDOM_SUBSET_RATIO, seed_shuffle=seed, seed_subset=seed
@@ -147,7 +148,7 @@ class ConceptTaggedDataset(torchdata.Dataset):
 
 
 @register_train_loader("ConceptGroupSampler")
-def _concept_group_loader(cfg, dataset_dicts, mapper):
+def _concept_group_loader(cfg, dataset_dicts, mapper, train_caption_stream=False):
     sampler = ConceptGroupSampler(dataset_dicts, **concept_group_sampler_config(cfg), seed=run_seed(cfg))
     return torchdata.DataLoader(
         ConceptTaggedDataset(dataset_dicts, mapper),
@@ -158,11 +159,19 @@ def _concept_group_loader(cfg, dataset_dicts, mapper):
     )
 
 
-def build_cxr_train_loader(cfg, mapper=None):
+@register_train_loader("TwoStreamSampler")
+def _two_stream_loader(cfg, dataset_dicts, mapper, train_caption_stream=False):
+    return build_two_stream_loader(cfg, dataset_dicts, lambda stream_cfg: build_mapper(stream_cfg, cfg.DATASETS.TRAIN,
+                                                                                       is_train=True),
+                                   train_caption_stream)
+
+
+def build_cxr_train_loader(cfg, mapper=None, train_caption_stream: bool = False):
     """The infinite training loader for `cfg.DATASETS.TRAIN`: per-process batches as lists of mapped dicts.
 
     `mapper` defaults to the one the datasets' metadata names (`build_mapper`); the sampler is
-    cfg.DATALOADER.SAMPLER_TRAIN, one of TRAIN_LOADER_BUILDERS.
+    cfg.DATALOADER.SAMPLER_TRAIN, one of TRAIN_LOADER_BUILDERS. `train_caption_stream`: whether the model trains on
+    the caption stream of "TwoStreamSampler" (else its caption iterations read no image, see streams.py).
     """
     sampler_name = cfg.DATALOADER.SAMPLER_TRAIN
     if sampler_name not in TRAIN_LOADER_BUILDERS:
@@ -179,7 +188,7 @@ def build_cxr_train_loader(cfg, mapper=None):
     if mapper is None:
         mapper = build_mapper(cfg, cfg.DATASETS.TRAIN, is_train=True)
     logger.info("Using training sampler %s", sampler_name)
-    return TRAIN_LOADER_BUILDERS[sampler_name](cfg, dataset_dicts, mapper)
+    return TRAIN_LOADER_BUILDERS[sampler_name](cfg, dataset_dicts, mapper, train_caption_stream)
 
 
 def build_cxr_test_loader(cfg, dataset_name):

@@ -21,6 +21,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 
 from ..config import build_cfg
 from ..data.samplers import check_concept_group_layout
+from ..data.streams import check_two_stream_config
 from ..modeling.input_normalization import check_input_normalization
 
 PROG = "train_net.py"
@@ -113,12 +114,16 @@ def check_run_config(cfg, training: bool, world_size: int = 1) -> None:
         check_image_level_only_support(cfg)
         if cfg.DATALOADER.SAMPLER_TRAIN == "ConceptGroupSampler":
             check_concept_group_layout(cfg, world_size)
+        elif cfg.DATALOADER.SAMPLER_TRAIN == "TwoStreamSampler":
+            check_two_stream_config(cfg, world_size)
 
 
 def check_image_level_only_support(cfg) -> None:
     """Refuse to keep image-level-only training images for a meta-architecture that would read their missing boxes
     as background (any without a true `trains_on_image_level_only` attribute, e.g. Faster R-CNN)."""
-    keeps = cfg.DATASETS.TRAIN_BOX_FRACTION < 1.0 and not cfg.DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY
+    # the two-stream loader puts image-level-only images in the caption stream, never under box losses
+    keeps = (cfg.DATASETS.TRAIN_BOX_FRACTION < 1.0 and not cfg.DATASETS.TRAIN_DROP_IMAGE_LEVEL_ONLY
+             and cfg.DATALOADER.SAMPLER_TRAIN != "TwoStreamSampler")
     architecture = cfg.MODEL.META_ARCHITECTURE
     if keeps and not getattr(META_ARCH_REGISTRY.get(architecture), "trains_on_image_level_only", False):
         raise ValueError(

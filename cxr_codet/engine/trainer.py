@@ -14,6 +14,7 @@ from collections import OrderedDict
 
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -83,6 +84,10 @@ class CXRTrainer(DefaultTrainer):
         drop metrics.json lines of iterations that the interrupted run logged after its last
         checkpoint, so they are not doubled."""
         super().resume_or_load(resume=resume)
+        sampler = getattr(self._trainer.data_loader, "batch_sampler", None)
+        if self.start_iter > 0 and hasattr(sampler, "set_start_iteration"):
+            sampler.set_start_iteration(self.start_iter)  # the two-stream loader continues its streams exactly
+            self._trainer.reset_data_iterator()
         if not (resume and self.checkpointer.has_checkpoint()):
             # A fresh run: also start from a pretrained detector (MODEL.INIT.WEIGHTS) if one is set.
             init_from_cfg(_bare(self.model), self.cfg)
@@ -95,7 +100,11 @@ class CXRTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_cxr_train_loader(cfg)
+        """The training loader; with the two-stream loader, whether the model trains on caption batches comes from
+        its meta-architecture's `trains_on_caption_stream(cfg)` (else its caption iterations read no image)."""
+        architecture = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+        trains = getattr(architecture, "trains_on_caption_stream", None)
+        return build_cxr_train_loader(cfg, train_caption_stream=bool(trains and trains(cfg)))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -1,16 +1,19 @@
-"""Training step shared by CXR-CoDet's FPN and C4 ROI heads: box losses plus the co-occurrence loss.
+"""Training step shared by CXR-CoDet's FPN and C4 ROI heads: box losses plus the image-level losses.
 
-One region-feature pass serves both losses: per image, the proposals sampled for the box losses and the
-top-N proposals (by objectness, detached boxes) of images in concept groups are pooled together, so the
-co-occurrence branch reuses the box head instead of running it a second time.
+One region-feature pass serves every loss: per image, the proposals sampled for the box losses, the top-N
+proposals (by objectness, detached boxes) of images in concept groups (co-occurrence), and on caption batches the
+whole-image box (caption loss) and the largest top proposal (max-size loss) are pooled together, so the image-level
+losses reuse the box head instead of running it again (image_level_losses.py).
 """
 from typing import List, Optional
 
 import torch
 from detectron2.config import configurable
+from torch.nn import functional as F
 from detectron2.structures import Boxes, Instances
 
 from .co_occurrence_head import CoOccurrenceHead
+from .image_level_losses import CaptionTargets, ImageLevelLossSettings, caption_loss, largest_proposals, max_size_loss
 
 
 def build_co_occurrence_head(cfg) -> Optional[CoOccurrenceHead]:
@@ -45,10 +48,13 @@ class CoOccurrenceBranchMixin:
     (OpenVocabularyOutputLayers) and `_region_features(features, boxes) -> [R, F]`; adds `co_occurrence`."""
 
     @configurable
-    def __init__(self, *, co_occurrence=None, **kwargs):
-        """`co_occurrence`: a CoOccurrenceHead, or None to train with box losses only."""
+    def __init__(self, *, co_occurrence=None, image_level_losses: ImageLevelLossSettings = ImageLevelLossSettings(),
+                 **kwargs):
+        """`co_occurrence`: a CoOccurrenceHead, or None (no co-occurrence loss); `image_level_losses`: which of
+        Detic's caption and max-size losses train on caption batches."""
         super().__init__(**kwargs)
         self.co_occurrence = co_occurrence
+        self.image_level_losses = image_level_losses
 
     def _top_proposal_boxes(self, proposals: List[Instances], concept_groups) -> Optional[List[Boxes]]:
         """Per image, the top-N RPN proposals by objectness (detached) for images in groups, else none."""
@@ -87,28 +93,58 @@ class CoOccurrenceBranchMixin:
             out.append(empty)
         return out
 
-    def _forward_train(self, features, proposals, targets, concept_groups, box_supervised=None):
-        """Box losses on sampled proposals of box-supervised images (+ the co-occurrence loss on all images
-        in groups); returns (sampled proposals, losses)."""
+    def _forward_train(self, features, proposals, targets, concept_groups, box_supervised=None,
+                       captions: Optional[CaptionTargets] = None, image_sizes=None):
+        """Box losses on sampled proposals of box-supervised images, the co-occurrence loss on all images in groups
+        and, with `captions` (a caption batch), the caption and max-size losses; returns (sampled proposals, losses)."""
         if not targets:
             raise ValueError("ROI heads need ground-truth 'instances' in training")
         sampled = self._sample_box_supervised(proposals, targets, box_supervised)
+        extra = {}  # name -> per image the boxes pooled beside the sampled ones
         top_boxes = self._top_proposal_boxes(proposals, concept_groups)
-        if top_boxes is None:
-            box_features = self._region_features(features, [s.proposal_boxes for s in sampled])
-            top_features, top_counts = None, None
-        else:
-            joint = [Boxes.cat([s.proposal_boxes, t]) for s, t in zip(sampled, top_boxes)]
-            sizes = [n for s, t in zip(sampled, top_boxes) for n in (len(s), len(t))]
-            chunks = self._region_features(features, joint).split(sizes)
-            box_features = torch.cat(chunks[0::2])
-            top_features = torch.cat(chunks[1::2])
-            top_counts = [len(t) for t in top_boxes]
+        if top_boxes is not None:
+            extra["co_occurrence"] = top_boxes
+        settings = self.image_level_losses
+        if captions is not None and settings.caption and captions.embeddings is not None:
+            extra["caption"] = [Boxes(torch.tensor([[0.0, 0.0, w, h]], device=p.proposal_boxes.device))
+                                for p, (h, w) in zip(proposals, image_sizes)]
+        if captions is not None and settings.max_size:
+            extra["max_size"] = largest_proposals(proposals, settings.max_size_proposals)
+        names = list(extra)
+        joint = [Boxes.cat([s.proposal_boxes] + [extra[n][i] for n in names]) for i, s in enumerate(sampled)]
+        sizes = [len(b) for i, s in enumerate(sampled) for b in [s.proposal_boxes] + [extra[n][i] for n in names]]
+        chunks = self._region_features(features, joint).split(sizes)
+        stride = len(names) + 1
+        box_features = torch.cat(chunks[0::stride])
+        pooled = {n: list(chunks[k + 1::stride]) for k, n in enumerate(names)}
         predictions = self.box_predictor(box_features)
         losses = self.box_predictor.losses(predictions, sampled)
         if self.co_occurrence is not None:
-            losses["loss_cooccurrence"] = self._co_occurrence_loss(top_features, top_counts, concept_groups)
+            top = pooled.get("co_occurrence")
+            losses["loss_cooccurrence"] = self._co_occurrence_loss(
+                None if top is None else torch.cat(top), None if top is None else [len(t) for t in top_boxes],
+                concept_groups)
+        zero = box_features.sum() * 0.0
+        if settings.caption:
+            losses["loss_caption"] = (self._caption_loss(torch.cat(pooled["caption"]), captions) * settings.caption_weight
+                                      if "caption" in pooled else zero)
+        if settings.max_size:
+            losses["loss_max_size"] = (self._max_size_loss(pooled["max_size"], captions) * settings.max_size_weight
+                                       if "max_size" in pooled else zero)
         return sampled, losses
+
+    def _caption_loss(self, image_features: torch.Tensor, captions: CaptionTargets) -> torch.Tensor:
+        """Detic's caption loss: each whole-image feature, projected, against the batch's caption embeddings."""
+        classifier = self.box_predictor.cls_score
+        embeddings = F.normalize(captions.embeddings.to(image_features.device).float(), dim=-1)
+        logits = classifier.norm_temperature * F.normalize(classifier.project(image_features), dim=-1) @ embeddings.t()
+        return caption_loss(logits, self.image_level_losses.caption_negative_weight,
+                            captions.same_caption.to(image_features.device))
+
+    def _max_size_loss(self, largest_features: List[torch.Tensor], captions: CaptionTargets) -> torch.Tensor:
+        """Detic's max-size loss from each image's largest top proposal (none: that image adds nothing)."""
+        logits = [self.box_predictor.cls_score(f) if len(f) else f.new_zeros((0,)) for f in largest_features]
+        return max_size_loss(logits, captions.image_labels)
 
     def _co_occurrence_loss(self, top_features, top_counts, concept_groups) -> torch.Tensor:
         """The co-occurrence loss from the region features of each image's top proposals.

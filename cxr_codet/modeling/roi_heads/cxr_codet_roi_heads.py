@@ -12,6 +12,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads, Stan
 from detectron2.structures import Boxes
 
 from .co_occurrence_branch import CoOccurrenceBranchMixin, build_co_occurrence_head, check_supported_heads
+from .image_level_losses import ImageLevelLossSettings
 from .open_vocab_fast_rcnn import OpenVocabularyOutputLayers
 
 
@@ -24,6 +25,7 @@ class CXRCoDetROIHeads(CoOccurrenceBranchMixin, StandardROIHeads):
         check_supported_heads(cfg)
         ret = super().from_config(cfg, input_shape)
         ret["co_occurrence"] = build_co_occurrence_head(cfg)
+        ret["image_level_losses"] = ImageLevelLossSettings.from_config(cfg)
         return ret
 
     @classmethod
@@ -37,12 +39,14 @@ class CXRCoDetROIHeads(CoOccurrenceBranchMixin, StandardROIHeads):
         pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
         return self.box_head(pooled)
 
-    def forward(self, images, features, proposals, targets=None, concept_groups=None, box_supervised=None):
+    def forward(self, images, features, proposals, targets=None, concept_groups=None, box_supervised=None,
+                captions=None):
         """detectron2's ROIHeads.forward; in training `concept_groups` (or None) drives the co-occurrence loss
         and `box_supervised` (per image, or None: all) selects the images with box losses."""
         if not self.training:
             return super().forward(images, features, proposals)
-        return self._forward_train(features, proposals, targets, concept_groups, box_supervised)
+        return self._forward_train(features, proposals, targets, concept_groups, box_supervised, captions,
+                                   images.image_sizes)
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -58,16 +62,19 @@ class CXRCoDetRes5ROIHeads(CoOccurrenceBranchMixin, Res5ROIHeads):
             cfg, ShapeSpec(channels=out_channels, height=1, width=1)
         )
         ret["co_occurrence"] = build_co_occurrence_head(cfg)
+        ret["image_level_losses"] = ImageLevelLossSettings.from_config(cfg)
         return ret
 
     def _region_features(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
         """res5 on the pooled regions, mean-pooled: [R, res5 channels]."""
         return self._shared_roi_transform([features[f] for f in self.in_features], boxes).mean(dim=[2, 3])
 
-    def forward(self, images, features, proposals, targets=None, concept_groups=None, box_supervised=None):
+    def forward(self, images, features, proposals, targets=None, concept_groups=None, box_supervised=None,
+                captions=None):
         """detectron2's Res5ROIHeads.forward; in training `concept_groups` drives the co-occurrence loss and
         `box_supervised` (per image, or None: all) selects the images with box losses."""
         if not self.training:
             return super().forward(images, features, proposals)
-        _, losses = self._forward_train(features, proposals, targets, concept_groups, box_supervised)
+        _, losses = self._forward_train(features, proposals, targets, concept_groups, box_supervised, captions,
+                                        images.image_sizes)
         return [], losses
