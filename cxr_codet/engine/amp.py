@@ -69,8 +69,8 @@ class PlaceholderStepsMixin:
         self._peekable_iter = None if iterator is None else _PushBackIterator(iterator)
 
     def reset_data_iterator(self) -> None:
-        """Start reading the loader again (after its sampler was moved to a resumed run's iteration)."""
-        self._peekable_iter = None
+        """Start reading the loader again, now (after its sampler was moved to a resumed run's iteration)."""
+        self._peekable_iter = _PushBackIterator(iter(self.data_loader))
 
     def run_step(self):
         batch = next(self._data_loader_iter)

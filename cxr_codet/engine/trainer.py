@@ -9,8 +9,12 @@ evaluation written to `OUTPUT_DIR/eval_results.json`.
 import json
 import logging
 import os
+import random
 import weakref
 from collections import OrderedDict
+
+import numpy as np
+import torch
 
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
@@ -28,6 +32,32 @@ from .checkpoint import AtomicDetectionCheckpointer
 from .optimizer import build_optimizer
 
 logger = logging.getLogger(__name__)
+
+
+def random_states() -> dict:
+    """This process's random generators (torch CPU and CUDA, NumPy, Python), as a checkpoint stores them: the RPN's
+    and ROI heads' region sampling draws from torch's, so a resumed run repeats the uninterrupted one's draws."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_random_states(state: dict) -> None:
+    """Restore `random_states()` (generators a checkpoint lacks are left as they are)."""
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        np.random.set_state(state["numpy"])
+    if "python" in state:
+        random.setstate(_as_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(value):
+    """Python's random state with its nested tuples back (a checkpoint may store them as lists)."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 class CXRTrainer(DefaultTrainer):
@@ -62,6 +92,7 @@ class CXRTrainer(DefaultTrainer):
         """
         state = super().state_dict()
         state["_trainer"] = self._trainer.state_dict()
+        state["rng"] = random_states()
         return state
 
     def load_state_dict(self, state_dict):
@@ -70,6 +101,8 @@ class CXRTrainer(DefaultTrainer):
             self._trainer.load_state_dict(state_dict["_trainer"])
         else:
             logger.warning("Checkpoint has no optimizer state; SGD momentum starts from zero")
+        if "rng" in state_dict:
+            set_random_states(state_dict["rng"])
 
     def build_hooks(self):
         """DefaultTrainer's hooks, with the metric writers' period from cfg.SOLVER.LOG_PERIOD."""
@@ -87,7 +120,9 @@ class CXRTrainer(DefaultTrainer):
         sampler = getattr(self._trainer.data_loader, "batch_sampler", None)
         if self.start_iter > 0 and hasattr(sampler, "set_start_iteration"):
             sampler.set_start_iteration(self.start_iter)  # the two-stream loader continues its streams exactly
+            restored = random_states()  # a new loader iterator draws its workers' seed: keep the checkpoint's state
             self._trainer.reset_data_iterator()
+            set_random_states(restored)
         if not (resume and self.checkpointer.has_checkpoint()):
             # A fresh run: also start from a pretrained detector (MODEL.INIT.WEIGHTS) if one is set.
             init_from_cfg(_bare(self.model), self.cfg)

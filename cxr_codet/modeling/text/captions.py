@@ -2,7 +2,7 @@
 
 The encoder is cfg.MODEL.TEXT_ENCODER's (the one the class embeddings come from, so captions and classes share a
 space), built on first use and kept outside the module tree (no parameters, nothing in checkpoints). Captions
-composed from findings repeat, so each distinct text is encoded once per process.
+composed from findings repeat, so each distinct text is encoded once per process, on its own.
 """
 from typing import Dict, List, Sequence
 
@@ -39,13 +39,17 @@ class CaptionEmbedder:
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
         missing: List[str] = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
-            if self._encoder is None:
-                from .build import build_text_encoder
+            # Building the encoder initialises layers from torch's generator: keep training's draws (region
+            # sampling) where they are, so a run draws the same whenever its first caption batch comes (e.g. resumed).
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                if self._encoder is None:
+                    from .build import build_text_encoder
 
-                self._encoder = build_text_encoder(self._cfg)
-            if len(self._cache) + len(missing) > MAX_CACHED_CAPTIONS:
-                self._cache.clear()
-            with torch.no_grad():
-                encoded = F.normalize(self._encoder.encode(missing).float().cpu(), dim=-1)
+                    self._encoder = build_text_encoder(self._cfg)
+                if len(self._cache) + len(missing) > MAX_CACHED_CAPTIONS:
+                    self._cache.clear()
+                # one text per forward pass: a batch pads its texts to the longest, which moves the last digits of
+                # an embedding with its batch-mates (a resumed run would then not repeat the uninterrupted one)
+                encoded = F.normalize(torch.cat([self._encoder.encode([t]).float().cpu() for t in missing]), dim=-1)
             self._cache.update(zip(missing, encoded))
         return torch.stack([self._cache[t] for t in texts])
