@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 
-DEMO_CONFIG ?= configs/phantom/cxr_codet_R18_FPN_phantom.yaml
-DEMO_OUTPUT ?= output/demo/cxr_codet_R18_FPN_phantom
+DEMO_CONFIG ?= configs/phantom/cxr_codet_lite0_FPN_phantom.yaml
+DEMO_OUTPUT ?= output/demo/cxr_codet_lite0_FPN_phantom
 WHEELHOUSE ?= .whl
 WHEEL_PYTHON_VERSION ?= 3.12
 
