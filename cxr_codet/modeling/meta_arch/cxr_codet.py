@@ -28,6 +28,9 @@ from .box_supervision import box_supervised_mask, rpn_forward
 
 logger = logging.getLogger(__name__)
 
+# The RPN and box losses, which box batches train; a caption batch trains the others (the image-level losses).
+BOX_LOSSES = ("loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc")
+
 
 @META_ARCH_REGISTRY.register()
 class CXRCoDet(GeneralizedRCNN):
@@ -115,7 +118,21 @@ class CXRCoDet(GeneralizedRCNN):
         )
         if self.vis_period > 0 and get_event_storage().iter % self.vis_period == 0:
             self.visualize_training(batched_inputs, proposals)
-        return {**detector_losses, **proposal_losses}
+        losses = {**detector_losses, **proposal_losses}
+        return self._stream_losses(losses, captions is not None) if self.two_stream else losses
+
+    @staticmethod
+    def _stream_losses(losses: Dict[str, torch.Tensor], caption_batch: bool) -> Dict[str, torch.Tensor]:
+        """The losses of the batch's stream only (box losses on box batches, image-level ones on caption batches), so
+        the logs show each loss over the iterations that train it; the other stream's losses, zeros that touch their
+        parameters (distributed training needs every parameter in every step), are added to the first one kept."""
+        kept = {k: v for k, v in losses.items() if (k in BOX_LOSSES) != caption_batch}
+        if not kept:
+            return losses
+        zeros = [v for k, v in losses.items() if k not in kept]
+        first = next(iter(kept))
+        kept[first] = kept[first] + sum(zeros) * 0.0
+        return kept
 
     def _concept_groups(self, batched_inputs):
         """The batch's ConceptGroups for the co-occurrence branch; None (logged once) from a plain loader."""

@@ -31,14 +31,21 @@ def model(tmp_path_factory):
     return tiny_model(tmp_path_factory.mktemp("two_stream"), embeddings=None, extra=TWO_STREAM)
 
 
-def _losses(model, batch):
-    with EventStorage():
-        return model(batch)
+def _losses(model, batch, all_losses=True):
+    """The model's losses; `all_losses` also those of the other stream (zeros), which a two-stream model leaves out
+    of what it returns (it adds them, times 0, to a loss it keeps)."""
+    model.two_stream = not all_losses
+    try:
+        with EventStorage():
+            return model(batch)
+    finally:
+        model.two_stream = True
 
 
 @pytest.mark.slow  # loads the MiniLM encoder for class names and captions
 def test_a_caption_batch_trains_image_level_losses_and_no_box_loss(model):
     model.zero_grad()
+    assert set(_losses(model, caption_batch(), all_losses=False)) == set(IMAGE_LEVEL)  # what it logs and returns
     losses = _losses(model, caption_batch())
     assert all(losses[k] > 0 for k in IMAGE_LEVEL) and all(losses[k] == 0 for k in BOX)
     sum(losses[k] for k in BOX).backward(retain_graph=True)
@@ -56,7 +63,9 @@ def test_a_caption_batch_trains_image_level_losses_and_no_box_loss(model):
 
 @pytest.mark.slow  # loads the MiniLM encoder for class names and captions
 def test_a_box_batch_trains_box_losses_and_image_level_zeros(model):
-    losses = _losses(model, hand_made_batch(group_size=2, num_groups=2, with_concepts=False))
+    batch = hand_made_batch(group_size=2, num_groups=2, with_concepts=False)
+    assert set(_losses(model, batch, all_losses=False)) == set(BOX)
+    losses = _losses(model, batch)
     assert all(losses[k] > 0 for k in ("loss_cls", "loss_rpn_cls")) and all(losses[k] == 0 for k in IMAGE_LEVEL)
 
 
