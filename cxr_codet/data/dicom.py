@@ -53,9 +53,12 @@ class DicomImage:
         return self.width / self.original_width, self.height / self.original_height
 
 
-def resized_size(width: int, height: int, long_side: Optional[int]) -> Tuple[int, int]:
+def resized_size(width: int, height: int, long_side) -> Tuple[int, int]:
     """(width, height) after shrinking the long side to `long_side`; images already that small (or
-    `long_side` None/0) keep their size, so nothing is ever upsampled."""
+    `long_side` None/0) keep their size, so nothing is ever upsampled. A (width, height) pair instead resizes to
+    exactly that size (e.g. the CXR-CoDet paper's square 1024 x 1024, whatever the aspect ratio)."""
+    if isinstance(long_side, (tuple, list)):
+        return int(long_side[0]), int(long_side[1])
     if not long_side or max(width, height) <= long_side:
         return int(width), int(height)
     factor = long_side / max(width, height)

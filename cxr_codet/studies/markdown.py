@@ -80,6 +80,8 @@ def render_markdown(data: dict, precision: int = 1) -> str:
     else:
         caption = (f"{data['task']} results on {data['dataset']} (%); in parentheses: difference from the "
                    f"{reference}.")
+    if any(row.get("paper") for row in data["rows"]):
+        caption += " In brackets: the figure the paper reports for that setting."
     first = ["Setting"] + (["n"] if seeded else [])
     lines: List[str] = [
         caption,
@@ -99,14 +101,17 @@ def render_markdown(data: dict, precision: int = 1) -> str:
                          f"{n} of {row['expected']} (missing: {', '.join(row['missing'])})")
         for metric in metrics:
             entry = row["metrics"][metric]
+            reported = row.get("paper", {}).get(metric)
+            paper = "" if reported is None else f" [paper {reported:.{precision}f}]"
             if not row["results_files"]:
-                cells.append(MISSING)
+                cells.append(MISSING + paper)
                 continue
             base = None if row["is_base"] else _summary_from_json(
                 by_label[row["compared_to"]]["metrics"][metric])
-            cells.append(format_summary(
+            cell = format_summary(
                 _summary_from_json(entry), base, precision, _excludes_zero(entry.get("delta_ci95")),
-                _excludes_zero(entry.get("paired", {}).get("ci95"))))
+                _excludes_zero(entry.get("paired", {}).get("ci95")))
+            cells.append(cell + paper)
         lines.append("| " + " | ".join(cells) + " |")
     if data.get("comparisons"):
         lines += [""] + render_comparisons(data, precision)

@@ -40,7 +40,9 @@ def run_study(study: Study, output_root, train_script, only=None, num_gpus=None,
             say(f"{prefix}: done, skipped ({run.output_dir / EVAL_RESULTS_FILENAME} exists)")
             continue
         if dry_run:
-            say(f"{prefix}: would {'resume' if run.state == 'resume' else 'start'}: {shlex.join(run.command)}")
+            reported = (f"; the paper reports {', '.join(f'{k} {v:g}' for k, v in run.row.paper)}"
+                        if run.row.paper else "")
+            say(f"{prefix}: would {'resume' if run.state == 'resume' else 'start'}: {shlex.join(run.command)}{reported}")
             continue
         with run_lock(run.output_dir) as locked:
             pending -= 1

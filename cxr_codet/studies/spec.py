@@ -28,6 +28,7 @@ ROW_KEYS = {
     "label": "text shown in the table instead of the name",
     "compare_to": "the row this row's deltas are against, when not the study's base (e.g. same budget pairs)",
     "seeds": "this row's SEED values when not the study's (e.g. more seeds where three leave the interval wide)",
+    "paper": "figures a paper reports for this setting, {metric: value in %}, printed beside the measured cells",
 }
 RUNNER_KEYS = ("OUTPUT_DIR", "SEED")  # set per run by the runner; a study may not override them
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -47,6 +48,7 @@ class StudyRow:
     label: str = ""
     compare_to: Optional[str] = None
     seeds: Optional[Tuple[int, ...]] = None
+    paper: Tuple[Tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,19 @@ def _row(path: Path, index: int, entry, seen: dict) -> StudyRow:
     if compare_to is not None and (not isinstance(compare_to, str) or compare_to == name):
         raise StudyError(f"{where}: compare_to must name another row, got {compare_to!r}")
     seeds = None if "seeds" not in entry else _seeds(where, entry["seeds"])
-    return StudyRow(name, config, _overrides(where, entry.get("overrides")), label, compare_to, seeds)
+    return StudyRow(name, config, _overrides(where, entry.get("overrides")), label, compare_to, seeds,
+                    _paper(where, entry.get("paper")))
+
+
+def _paper(where: str, value) -> Tuple[Tuple[str, float], ...]:
+    """A row's `paper:` mapping {metric: number} as sorted pairs; anything else is a StudyError naming the row."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not value or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in value.items()):
+        raise StudyError(f"{where}: paper must map metric names to the reported numbers (in %), e.g. "
+                         f"{{AP50: 72.4}}, got {value!r}")
+    return tuple(sorted((k, float(v)) for k, v in value.items()))
 
 
 def load_study(path) -> Study:

@@ -40,6 +40,8 @@ def study_table(study: Study, output_root, precision: int = 1, dataset: Optional
     data = table_data(rows, study.dataset, study.row(study.base).label, study.metrics, comparisons=comparisons)
     for entry, row, table_row in zip(data["rows"], study.rows, rows):
         entry.update(name=row.name, config=row.config, overrides=list(row.overrides), seeds=list(table_row.seeds))
+        if row.paper:
+            entry["paper"] = dict(row.paper)
     data.update(study=study.name, study_file=str(study.path), seeds=list(study.seeds),
                 overrides=list(study.overrides))
     heading = [f"### Study `{study.name}`", ""]

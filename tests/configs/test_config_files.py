@@ -106,7 +106,14 @@ def test_paper_config_is_the_paper_setting():
     assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (800,) and cfg.INPUT.MAX_SIZE_TRAIN == 1333
     assert cfg.SOLVER.CLIP_GRADIENTS.ENABLED and cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE == 1.0
     assert cfg.MODEL.BACKBONE.FREEZE_AT == 4  # the paper's frozen ResNet-50: the whole C4 backbone
-    assert (cfg.DATALOADER.CONCEPT_SAMPLING, cfg.DATALOADER.CONCEPT_FREQUENCY_POWER) == ("frequency", 1.0)
+    assert cfg.DATALOADER.CONCEPT_SAMPLING == "uniform"  # the released code's concept sampler
+    # The released config's two streams (CoDet_VindrCXR_R50_1x.yaml) and caption loss (WITH_CAPTION).
+    assert cfg.DATALOADER.SAMPLER_TRAIN == "TwoStreamSampler" and list(cfg.DATALOADER.DATASET_RATIO) == [1, 4]
+    assert list(cfg.DATALOADER.DATASET_BS) == [2, 8]
+    assert [list(s) for s in cfg.DATALOADER.DATASET_MIN_SIZES] == [[800], [400]]
+    assert list(cfg.DATALOADER.DATASET_MAX_SIZES) == [1333, 667]
+    assert cfg.MODEL.CAPTION_LOSS.ENABLED and cfg.MODEL.CAPTION_LOSS.GRANULARITY == "elaborate"
+    assert cfg.MODEL.CAPTION_LOSS.LOSS_WEIGHT == 0.1 and cfg.MODEL.CAPTION_LOSS.NEGATIVE_WEIGHT == 0.125
 
 
 @pytest.mark.parametrize("config", [PAPER_CONFIG, CONFIGS / "vindr" / "faster_rcnn_R50_FPN_1x.yaml", *ABLATIONS],
@@ -123,11 +130,10 @@ def test_normalisation_follows_the_weights_the_config_loads(config):
 
 EXPECTED_ROWS = {
     "lr_0.0005": {"SOLVER.BASE_LR": 0.0005},
-    "lr_0.01": {"SOLVER.BASE_LR": 0.01},
-    "batch_64": {"SOLVER.IMS_PER_BATCH": 64},
+    "batch_64": {"SOLVER.IMS_PER_BATCH": 64, "DATALOADER.DATASET_BS": [4, 16]},
     "iter_130k": {"SOLVER.MAX_ITER": 130000},
     "support_3": {"DATALOADER.CONCEPT_GROUP_SIZE": 4},
-    "captions_unelaborate": {"MODEL.PROMPTS.GRANULARITY": "unelaborate"},
+    "captions_unelaborate": {"MODEL.CAPTION_LOSS.GRANULARITY": "unelaborate"},
     "text_clip": {"MODEL.TEXT_ENCODER.NAME": "ViT-B-32", "MODEL.TEXT_ENCODER.PRETRAINED": "openai"},
     "init_detic": {"MODEL.INIT.WEIGHTS": "models/Detic_OVCOCO_CLIP_R50_1x_max-size_caption.pth",
                    "MODEL.INIT.REINIT_MODULES": ["roi_heads.co_occurrence"]},

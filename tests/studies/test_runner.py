@@ -380,3 +380,26 @@ def test_tiny_study_killed_mid_way_resumes_and_tabulates_its_runs(tmp_path, in_r
     # Both t-intervals overlap, yet Welch's interval of the difference, 10 ± 9.1 (df 2), excludes 0: starred.
     # APm moves by -1 on both seeds: within Welch's interval, outside the paired one (dagger only).
     assert f"| LR 0.005 | 2 | 51.5 ± {half:.1f} (+10.0*\u2020) | 20.0 ± {2 * half / 3:.1f} (-1.0\u2020) |" in table
+
+
+@pytest.mark.slow  # starts a stand-in tools/train_net.py process per run
+def test_a_rows_paper_figures_show_in_the_dry_run_and_beside_its_cells(tmp_path, in_repo, capsys):
+    fake = tmp_path / "fake_train_net.py"
+    fake.write_text(FAKE_TRAIN_NET)
+    text = TWO_ROWS.replace('        label: "LR 0.01"\n', '        label: "LR 0.01"\n        paper: {AP50: 72.4}\n')
+    text += f"""
+      - name: unrun
+        config: {BASELINE}
+        paper: {{APm: 27.5}}
+    """
+    path = write_study(tmp_path, text)
+    out = tmp_path / "out"
+    assert main([str(path), "--output-root", str(out), "--dry-run"], fake) == 0
+    printed = capsys.readouterr().out
+    assert "3/6 better seed 0: would start: " in printed and printed.count("; the paper reports AP50 72.4") == 2
+    assert main([str(path), "--output-root", str(out), "--only", "base", "--only", "better"], fake) == 0
+    table = (out / "demo" / "table.md").read_text()
+    assert "In brackets: the figure the paper reports for that setting." in table
+    assert "| LR 0.01 | 2 | 70.5 ± 6.4 (+10.0*\u2020) [paper 72.4] | 30.5 ± 6.4 (+0.0) |" in table
+    assert "| unrun | 0 of 2 (missing: seed 0, seed 1) | missing | missing [paper 27.5] | missing |" in table
+    assert json.loads((out / "demo" / "table.json").read_text())["rows"][1]["paper"] == {"AP50": 72.4}

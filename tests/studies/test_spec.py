@@ -52,3 +52,12 @@ def test_load_study_reads_rows_seeds_and_overrides(tmp_path, in_repo):
 def test_bad_study_files_name_the_key_and_row(tmp_path, in_repo, text, message):
     with pytest.raises(StudyError, match=message):
         load_study(write_study(tmp_path, text))
+
+
+def test_a_rows_paper_figures_are_read_and_checked(tmp_path, in_repo):
+    text = ("name: x\nseeds: [0]\nrows: [{name: a, config: %s, paper: {AP50: 72.4, APm: 27}}]\n" % BASELINE)
+    (tmp_path / "study.yaml").write_text(text)
+    assert load_study(tmp_path / "study.yaml").rows[0].paper == (("AP50", 72.4), ("APm", 27.0))
+    (tmp_path / "study.yaml").write_text(text.replace("{AP50: 72.4, APm: 27}", "[72.4]"))
+    with pytest.raises(StudyError, match=r"row 'a': paper must map metric names to the reported numbers"):
+        load_study(tmp_path / "study.yaml")

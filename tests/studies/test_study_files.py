@@ -62,16 +62,21 @@ def test_rows_shared_between_cpu_studies_are_the_same_runs(in_repo):
         assert (a.config, a.overrides) == (b.config, b.overrides), shared
 
 
-def test_make_demo_trains_the_measured_weight_row_and_rows_measured_at_codets_weight_pin_it(in_repo):
-    """The phantom default co-occurrence weight (0.01) came from studies/phantom_cooccurrence_weight.yaml: `make
-    demo`'s config must be that study's weight_0.01 row, and the rows measured at CoDet's 0.1 must keep it."""
+def test_make_demo_trains_the_measured_rows_and_rows_measured_at_codets_weight_pin_it(in_repo):
+    """`make demo`'s config is the `demo` row of studies/phantom_demo.yaml (where its schedule was measured), at the
+    phantom co-occurrence weight 0.01 that studies/phantom_cooccurrence_weight.yaml chose (its weight_0.01 row, on
+    the R-18 recipe, is the R-18 demo config); the rows measured at CoDet's 0.1 must keep it."""
     demo = [line.split("?=")[1].strip() for line in (REPO_ROOT / "Makefile").read_text().splitlines()
             if line.startswith("DEMO_CONFIG")][0]
-    weight = load_study("studies/phantom_cooccurrence_weight.yaml")
-    row = weight.row("weight_0.01")
-    measured = build_cfg(row.config, ["SEED", "0", *weight.overrides, *row.overrides], cpu=True)
+    demo_study = load_study("studies/phantom_demo.yaml")
+    row = demo_study.row("demo")
+    measured = build_cfg(row.config, ["SEED", "0", *demo_study.overrides, *row.overrides], cpu=True)
     assert build_cfg(demo, ["SEED", "0"], cpu=True).dump() == measured.dump()
     assert measured.MODEL.CO_OCCURRENCE.LOSS_WEIGHT == 0.01
+    weight = load_study("studies/phantom_cooccurrence_weight.yaml")
+    row = weight.row("weight_0.01")
+    r18 = build_cfg(row.config, ["SEED", "0", *weight.overrides, *row.overrides], cpu=True)
+    assert build_cfg("configs/phantom/cxr_codet_R18_FPN_phantom.yaml", ["SEED", "0"], cpu=True).dump() == r18.dump()
     at_codets = {"studies/phantom_components.yaml": ("cooccurrence_no_text", "cxr_codet"),
                  "studies/phantom_components_pilot.yaml": ("cooccurrence_no_text", "cxr_codet"),
                  "studies/phantom_cooccurrence_weight.yaml": ("weight_0.1",),

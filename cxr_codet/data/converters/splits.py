@@ -70,3 +70,36 @@ def _cover_every_label(label_sets, frequency: Counter, val: set, rng: np.random.
         pool = [i for i in removable if len(label_sets[i]) == fewest]
         val.discard(pool[int(rng.integers(len(pool)))])
         val.add(incoming)
+
+
+def read_image_ids(path) -> List[str]:
+    """Image ids from a text file, one per line ('#' comments and blank lines skipped; a ".png"/".dicom" suffix
+    dropped); a duplicate is a ValueError naming the file and the line."""
+    ids, lines = [], {}
+    with open(path, encoding="utf-8") as f:
+        for number, raw in enumerate(f, start=1):
+            text = raw.split("#", 1)[0].strip()
+            for suffix in (".png", ".dicom", ".dcm"):
+                if text.endswith(suffix):
+                    text = text[: -len(suffix)]
+            if not text:
+                continue
+            if text in lines:
+                raise ValueError(f"{path}: line {number}: image id {text!r} is listed again (first on line {lines[text]})")
+            lines[text] = number
+            ids.append(text)
+    if not ids:
+        raise ValueError(f"{path}: no image id in the file")
+    return ids
+
+
+def split_by_ids(image_ids: Sequence[str], val_ids: Sequence[str], source: str) -> Tuple[List[str], List[str]]:
+    """(train ids, val ids) with val exactly `val_ids` (an imported split, e.g. a paper's); ids not among
+    `image_ids` are a ValueError naming `source` and how many are missing."""
+    known = set(image_ids)
+    absent = [i for i in val_ids if i not in known]
+    if absent:
+        raise ValueError(f"{source}: {len(absent)} of its {len(val_ids)} ids are not usable training images of the "
+                         f"release (e.g. {absent[:3]}); the report's skipped items say why an image left")
+    wanted = set(val_ids)
+    return [i for i in image_ids if i not in wanted], [i for i in image_ids if i in wanted]

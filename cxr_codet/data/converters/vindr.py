@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -18,13 +18,13 @@ import pandas as pd
 from ..classes import VINDR_CXR_CLASSES
 from ..descriptions import compose_caption
 from ..dicom import DEFAULT_LONG_SIDE, resized_size
-from ...numeric_args import long_side_problem, number_problem, problems_of
+from ...numeric_args import MIN_LONG_SIDE, long_side_problem, number_problem, problems_of
 from ..text_files import TextEncodingError, read_utf8_csv
 from .box_fusion import BOX_COLUMNS, DEFAULT_IOU_THRESHOLD, DEFAULT_MIN_READERS, fuse_reader_boxes
 from .errors import ConverterError
 from .images import FAILED, ImageJob, convert_images, ensure_outside_source
 from .report import ConversionReport
-from .splits import split_train_val
+from .splits import read_image_ids, split_by_ids, split_train_val
 from .vindr_release import (
     KAGGLE,
     REJECTED_COLUMNS,
@@ -56,11 +56,31 @@ class VindrConversionOptions:
     val_fraction: float = DEFAULT_VAL_FRACTION
     seed: int = 0
     long_side: Optional[int] = DEFAULT_LONG_SIDE  # shrink PNGs to this long side; None/0 keeps the original
+    resize: Optional[Tuple[int, int]] = None  # (width, height): resize every PNG to exactly this size instead
+    val_ids: Optional[Path] = None  # file of the val split's image ids (an imported split) instead of a seeded one
     bit_depth: int = 8
     workers: int = 1
     csv_only: bool = False  # no DICOMs: annotations only (sizes from `size_table`, else original pixels)
     size_table: Optional[Path] = None
     layout: str = "auto"
+
+
+def output_size(options: VindrConversionOptions):
+    """What the image stage shrinks to: --resize's exact (width, height), else --long-side (None: keep the size)."""
+    return tuple(options.resize) if options.resize is not None else options.long_side
+
+
+def _val_ids_problem(path: Optional[Path]) -> Optional[str]:
+    """Why --val-ids cannot be read, or None."""
+    if path is None:
+        return None
+    try:
+        read_image_ids(path)
+    except OSError as e:
+        return f"--val-ids {path}: cannot read it ({e.strerror or e})"
+    except (ValueError, UnicodeDecodeError) as e:
+        return f"--val-ids {e}"
+    return None
 
 
 def check_options(options: VindrConversionOptions) -> None:
@@ -73,6 +93,8 @@ def check_options(options: VindrConversionOptions) -> None:
         number_problem("--min-readers", options.min_readers, low=1),
         number_problem("--workers", options.workers, low=1),
         number_problem("--seed", options.seed, low=0),
+        *[number_problem("--resize", side, low=MIN_LONG_SIDE) for side in (options.resize or ())],
+        _val_ids_problem(options.val_ids),
     ])
     if problems:
         raise ValueError("; ".join(problems))
@@ -90,7 +112,7 @@ def convert_vindr(source: Path, out_root: Path, options: VindrConversionOptions)
     logger.info(f"Reading the {release.layout} release at {release.root}")
     readers = read_reader_boxes(release, report)
     if options.csv_only:
-        sizes = read_size_table(options.size_table, options.long_side) if options.size_table else None
+        sizes = read_size_table(options.size_table, output_size(options)) if options.size_table else None
     else:
         sizes = convert_release_images(release, readers, dataset_dir, options, report)
         sizes.reset_index().to_csv(dataset_dir / "image_sizes.csv", index=False)
@@ -171,7 +193,7 @@ def convert_release_images(
         for stem, path in available.items():
             if stem not in annotated:
                 report.skip(f"DICOM has no rows in {csv_name}; not converted", file=path, image_id=stem)
-    results = convert_images(jobs, options.long_side, options.bit_depth, options.workers)
+    results = convert_images(jobs, output_size(options), options.bit_depth, options.workers)
     sources = {job.image_id: job.source for job in jobs}
     rows = []
     for result in results:
@@ -227,9 +249,12 @@ def build_vindr_coco(
         raise ConverterError("no usable training image is left; the report's skipped items say why")
     in_order = [image_id for split in image_ids for image_id in image_ids[split]]
     numeric_ids = {image_id: number for number, image_id in enumerate(in_order)}
-    train_ids, val_ids = split_train_val(
-        image_ids["train"], [labels["train"].get(i, []) for i in image_ids["train"]], options.val_fraction, options.seed
-    )
+    if options.val_ids is not None:
+        train_ids, val_ids = split_by_ids(image_ids["train"], read_image_ids(options.val_ids), str(options.val_ids))
+    else:
+        train_ids, val_ids = split_train_val(
+            image_ids["train"], [labels["train"].get(i, []) for i in image_ids["train"]], options.val_fraction,
+            options.seed)
     _note_findings_missing_from_val(val_ids, labels["train"], report)
     members = {"train": train_ids, "val": val_ids}
     if "test" in image_ids:

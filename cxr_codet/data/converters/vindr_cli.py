@@ -4,7 +4,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ..dicom import DEFAULT_LONG_SIDE, SUPPORTED_BIT_DEPTHS
 from .box_fusion import DEFAULT_IOU_THRESHOLD, DEFAULT_MIN_READERS, FUSION_STRATEGIES
@@ -47,6 +47,9 @@ EXAMPLES = """\
 examples:
   python tools/prepare_vindr.py /data/vindr-cxr/1.0.0 --out datasets --workers 8
   python tools/prepare_vindr.py /data/vinbigdata --fusion agreement --min-readers 2
+  # the CXR-CoDet paper's data: every reader's box, 1024x1024 images, its 900 validation images
+  python tools/prepare_vindr.py /data/vinbigdata --fusion keep_all --resize 1024x1024 \
+      --val-ids datasets/metadata/vindr_cxr_paper_val_ids.txt
   python tools/prepare_vindr.py train.csv.gz --csv-only --out /tmp/vindr_check
 """
 
@@ -80,8 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"fraction of the training images in vindr_cxr_val (default {DEFAULT_VAL_FRACTION})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split (default 0)")
     parser.add_argument(
+        "--val-ids", type=Path, metavar="FILE",
+        help="import the val split: a text file of training image ids, one per line (e.g. the CXR-CoDet paper's "
+             "900, datasets/metadata/vindr_cxr_paper_val_ids.txt); replaces the seeded split (--val-fraction, --seed)",
+    )
+    parser.add_argument(
         "--long-side", type=int, default=DEFAULT_LONG_SIDE,
         help=f"shrink PNGs so the long side is at most this; 0 keeps the DICOM size (default {DEFAULT_LONG_SIDE})",
+    )
+    parser.add_argument(
+        "--resize", type=_size, metavar="WxH",
+        help="resize every PNG to exactly W x H pixels, whatever its aspect ratio (the CXR-CoDet paper: 1024x1024); "
+             "replaces --long-side",
     )
     parser.add_argument("--bit-depth", type=int, choices=SUPPORTED_BIT_DEPTHS, default=8, help="PNG bit depth")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
@@ -98,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _size(text: str) -> Tuple[int, int]:
+    """argparse type of --resize: "1024x1024" -> (1024, 1024)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, e.g. 1024x1024, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the conversion; 0 on success (even with skipped items), 2 when it cannot continue."""
     args = build_parser().parse_args(argv)
@@ -110,7 +131,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         fusion=args.fusion, iou_threshold=args.iou_thr, min_readers=args.min_readers,
         val_fraction=args.val_fraction, seed=args.seed, long_side=args.long_side or None,
         bit_depth=args.bit_depth, workers=args.workers, csv_only=args.csv_only,
-        size_table=args.size_table, layout=args.layout,
+        size_table=args.size_table, layout=args.layout, resize=args.resize, val_ids=args.val_ids,
     )
     try:
         report = convert_vindr(args.source, args.out, options)

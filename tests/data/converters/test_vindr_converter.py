@@ -586,3 +586,42 @@ def test_synthetic_release_varies_like_vindr():
     assert all(2000 <= side <= 3400 for image in plan for side in (image.width, image.height))
     pixels = synthetic_pixels(64, 48, 12, np.random.default_rng(0))
     assert pixels.shape == (48, 64) and pixels.dtype == np.uint16 and pixels.max() <= 4095
+
+
+def test_paper_protocol_square_resize_every_reader_box_and_imported_val_ids(tmp_path):
+    """--resize 40x40 squashes the 64x48 DICOMs to 40x40 with the boxes scaled per axis, --fusion keep_all keeps
+    every reader's box, and --val-ids makes exactly those images the val split."""
+    source = make_physionet_release(tmp_path / "vindr-cxr")
+    ids = tmp_path / "val_ids.txt"
+    ids.write_text("# the paper's split\nimg0.png\nimg5\n")
+    options = VindrConversionOptions(fusion="keep_all", resize=(40, 40), val_ids=ids)
+    convert_vindr(source, tmp_path / "datasets", options)
+    dataset_dir = tmp_path / "datasets" / "vindr_cxr"
+    train, val = load_split(dataset_dir, "train"), load_split(dataset_dir, "val")
+    assert sorted(i["vindr_image_id"] for i in val["images"]) == ["img0", "img5"]
+    assert "img0" not in {i["vindr_image_id"] for i in train["images"]}
+    assert {(i["width"], i["height"]) for i in train["images"] + val["images"]} == {(40, 40)}
+    png = dataset_dir / "images" / "train" / "img5.png"
+    assert Image.open(png).size == (40, 40)
+    boxes = boxes_by_image(val)
+    assert len(boxes["img5"]) == 3 and len(boxes["img0"]) == 2  # every reader's box: no fusion
+    x, y, w, h = boxes["img0"][0][1]  # R1's Cardiomegaly [10, 10, 50, 40] of a 64 x 48 image
+    assert (x, y, w, h) == pytest.approx((10 * 40 / 64, 10 * 40 / 48, 40 * 40 / 64, 30 * 40 / 48), abs=0.01)  # 2 decimals
+
+
+def test_val_ids_and_resize_are_refused_before_any_work(tmp_path, capsys):
+    source = make_physionet_release(tmp_path / "vindr-cxr")
+    (tmp_path / "dup.txt").write_text("img0\nimg0\n")
+    (tmp_path / "ghost.txt").write_text("img0\nnot_an_image\n")
+    for argv, message in (
+        (["--val-ids", str(tmp_path / "absent.txt")], "--val-ids " + str(tmp_path / "absent.txt") + ": cannot read it"),
+        (["--val-ids", str(tmp_path / "dup.txt")], "line 2: image id 'img0' is listed again (first on line 1)"),
+        (["--resize", "8x1024"], "--resize must be at least 16, got 8"),
+    ):
+        assert main([str(source), "--out", str(tmp_path / "out"), *argv]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):
+        main([str(source), "--resize", "1024"])
+    with pytest.raises(ValueError, match=r"ghost.txt: 1 of its 2 ids are not usable training images"):
+        convert_vindr(source, tmp_path / "out2", VindrConversionOptions(val_ids=tmp_path / "ghost.txt"))
